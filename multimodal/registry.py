@@ -1,0 +1,50 @@
+"""Name -> constructor registries, the glue between configs and code.
+
+Every pluggable piece (models, fusion modules, heads, datasets, preprocessing ops, tasks,
+evaluators) lives in a `Registry` and is selected by name in the config.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Any, Callable, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+  """A named table of constructors with helpful errors for unknown names."""
+
+  def __init__(self, kind: str):
+    self.kind = kind
+    self._entries: dict[str, T] = {}
+
+  def register(self, name: str) -> Callable[[T], T]:
+    """Decorator: `@REGISTRY.register("name")` on a class or function."""
+
+    def add(obj: T) -> T:
+      if name in self._entries:
+        raise KeyError(f"{self.kind} {name!r} is registered twice.")
+      self._entries[name] = obj
+      return obj
+
+    return add
+
+  def get(self, name: str) -> T:
+    if name not in self._entries:
+      close = difflib.get_close_matches(name, self._entries, n=1)
+      hint = f" Did you mean {close[0]!r}?" if close else ""
+      raise KeyError(
+          f"Unknown {self.kind} {name!r}.{hint} Known: {sorted(self._entries)}.")
+    return self._entries[name]
+
+  def names(self) -> list[str]:
+    return sorted(self._entries)
+
+  def __contains__(self, name: str) -> bool:
+    return name in self._entries
+
+  def build(self, spec: Any, **kwargs: Any) -> Any:
+    """Builds from `{'type': name, **config}` (a dict or ConfigDict) plus kwargs."""
+    spec = dict(spec)
+    name = spec.pop("type")
+    return self.get(name)(**spec, **kwargs)
