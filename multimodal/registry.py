@@ -5,6 +5,7 @@ evaluators) lives in a `Registry` and is selected by name in the config.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from typing import Any, Callable, Generic, TypeVar
 
@@ -46,5 +47,21 @@ class Registry(Generic[T]):
   def build(self, spec: Any, **kwargs: Any) -> Any:
     """Builds from `{'type': name, **config}` (a dict or ConfigDict) plus kwargs."""
     spec = dict(spec)
+    if "type" not in spec:
+      raise KeyError(f"A {self.kind} spec needs a 'type' (one of {self.names()}); got {spec}.")
     name = spec.pop("type")
-    return self.get(name)(**spec, **kwargs)
+    constructor = self.get(name)
+    check_fields(f"{self.kind} {name!r}", constructor, spec)
+    return constructor(**spec, **kwargs)
+
+
+def check_fields(what: str, constructor: Any, spec: dict[str, Any]) -> None:
+  """Raises a KeyError naming the nearest valid field for a setting a dataclass lacks."""
+  if not dataclasses.is_dataclass(constructor):
+    return
+  fields = [f.name for f in dataclasses.fields(constructor) if f.name not in ("parent", "name")]
+  for key in spec:
+    if key not in fields:
+      close = difflib.get_close_matches(key, fields, n=1)
+      hint = f" Did you mean {close[0]!r}?" if close else ""
+      raise KeyError(f"{what} has no setting {key!r}.{hint} Valid: {sorted(fields)}.")

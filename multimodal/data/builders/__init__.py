@@ -1,0 +1,2 @@
+"""TFDS builders, registered with TFDS by name on import (`tfds.builder("shapes_vqa")`)."""
+from multimodal.data.builders import jsonl_vqa, shapes_vqa  # noqa: F401  (registers)

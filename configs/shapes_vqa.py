@@ -1,0 +1,62 @@
+"""VQA on the built-in Shapes scenes: the backbone's main job, sized for a 2-core CPU.
+
+  python -m multimodal.main --config=configs/shapes_vqa.py --workdir=/tmp/shapes_vqa
+
+Arguments (`--config=configs/shapes_vqa.py:ARG`, comma-separated key=value):
+  data=default|small|tiny   the shapes_vqa builder config (100k / 20k / 256 training questions)
+  res=64                    image resolution fed to the model
+  total_steps=3000          training steps
+  batch_size=128            global batch size
+  text_only=false           the blind baseline: the same text encoder and head, no image
+  tiny=false                a minute-long smoke-test setting (tiny model and data, few steps)
+"""
+from multimodal import config_utils
+
+PP_COMMON = ("decode|resize({res})|value_range(-1, 1)|tok(max_len={max_len}, model='shapes')"
+             "|vqa_answers(vocab='shapes_vqa')")
+MODEL_INPUTS = "keep('image', 'question_tokens', 'question_mask', 'answer_index', 'answer_scores')"
+
+
+def get_config(arg: str | None = None):
+  args = config_utils.parse_arg(arg, data="default", res=64, total_steps=3000, batch_size=128,
+                                text_only=False, tiny=False)
+  if args.tiny:
+    args.data, args.total_steps, args.batch_size = "tiny", 20, 16
+  c = config_utils.base_config()
+  c.total_steps = args.total_steps
+  c.batch_size = args.batch_size
+  c.log_every_steps = 5 if args.tiny else 50
+  c.data.name = "shapes_vqa"
+  c.data.config = args.data
+  pp = PP_COMMON.format(res=args.res, max_len=16)
+  c.pp_train = f"{pp}|{MODEL_INPUTS}"
+  c.task = dict(type="vqa", answers="shapes_vqa", tokenizer="shapes", loss="softmax")
+
+  width = 64 if args.tiny else 128
+  text = dict(type="text_encoder", variant=None, width=width, depth=1 if args.tiny else 2,
+              mlp_dim=2 * width, num_heads=4, pool_type="gap")
+  head = dict(type="classifier", hidden_dim=2 * width, dropout=0.0)
+  if args.text_only:
+    c.model = dict(type="text_only_vqa", text=text, head=head, dtype="float32")
+  else:
+    c.model = dict(
+        type="fusion_vqa",
+        # A convolutional stem lets each 8x8-pixel token see whole shapes (9-15 px).
+        image=dict(type="vit", variant=None, width=width, depth=1 if args.tiny else 2,
+                   mlp_dim=2 * width, num_heads=4, patch_size=8, stem="conv",
+                   stem_channels=(16, 32) if args.tiny else (32, 64), posemb="learn",
+                   pool_type="none"),
+        text=text,
+        fusion=dict(type="cross_attention", query="text", context="image", width=width,
+                    depth=1 if args.tiny else 2, num_heads=4, mlp_dim=2 * width),
+        head=head,
+        dtype="float32")
+
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.warmup_steps = 2 if args.tiny else 200
+  c.optimizer.weight_decay = 1e-4
+  c.evals = dict(validation=dict(
+      type="vqa", split="validation", pp=pp, batch_size=256 if not args.tiny else 32,
+      every_steps=0 if args.tiny else 1000, max_examples=None))
+  c.checkpoint = dict(every_steps=10 if args.tiny else 500, keep=2)
+  return c

@@ -1,0 +1,56 @@
+"""Helpers for config files: typed `:key=value` arguments and the trainer's base settings."""
+from __future__ import annotations
+
+import ast
+from typing import Any
+
+import ml_collections
+from ml_collections import config_dict
+
+from multimodal.training import sharding
+
+
+def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
+  """Parses "key=value,key2=value2" (the part after ':' in --config=configs/x.py:ARG).
+
+  Each value takes the type of its default; unknown keys name the nearest valid one.
+  """
+  args = ml_collections.ConfigDict(defaults)
+  args.lock()
+  for item in filter(None, (arg or "").split(",")):
+    if "=" not in item:
+      raise ValueError(f"Config argument {item!r} is not of the form key=value.")
+    key, value = (s.strip() for s in item.split("=", 1))
+    default = defaults.get(key)
+    if isinstance(default, bool):
+      if value.lower() not in ("true", "false", "1", "0"):
+        raise ValueError(f"Config argument {key} must be true or false, got {value!r}.")
+      parsed: Any = value.lower() in ("true", "1")
+    elif isinstance(default, (int, float)):
+      parsed = type(default)(ast.literal_eval(value))
+    else:
+      parsed = value
+    setattr(args, key, parsed)  # a locked ConfigDict names the nearest key for a typo
+  return args
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every setting the trainer reads, with defaults; experiment configs fill in the rest."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.total_steps = 1000
+  c.batch_size = 64
+  c.log_every_steps = 50
+  c.data = dict(name="", config="", split="train", shuffle_buffer=10_000,
+                data_dir=config_dict.placeholder(str),     # TFDS data dir (default ~/tensorflow_datasets)
+                manual_dir=config_dict.placeholder(str))   # a user's files, for real datasets
+  c.pp_train = ""
+  c.task = dict()
+  c.model = dict()
+  c.optimizer = dict(learning_rate=1e-3, warmup_steps=100, end_lr_fraction=0.01,
+                     weight_decay=1e-4, b1=0.9, b2=0.999, grad_clip_norm=1.0)
+  c.evals = dict()
+  c.mesh = dict(data=-1, fsdp=1, model=1)
+  c.partition_rules = sharding.DEFAULT_RULES
+  c.checkpoint = dict(every_steps=500, keep=3)
+  return c

@@ -1,0 +1,99 @@
+"""The input pipeline: TFDS -> per-host shard -> preprocessing -> shuffle/batch -> prefetch.
+
+Training streams are infinite and deterministic given the seed, so that a resumed run sees
+exactly the examples an uninterrupted run would: `skip_examples` drops the examples already
+consumed before any decoding happens.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from absl import logging
+from jax.experimental import multihost_utils
+
+from multimodal.data import builders  # noqa: F401  (registers the TFDS builders)
+from multimodal.data import pp as pp_lib
+
+# tf.data must not grab the accelerators (or many CPU threads) that JAX uses.
+tf.config.set_visible_devices([], "GPU")
+
+
+def get_builder(data: Any) -> tfds.core.DatasetBuilder:
+  """The TFDS builder for `data` (name, config, data_dir, manual_dir), prepared on first use.
+
+  Process 0 generates (built-in data) or builds from the manual_dir (a user's data); the
+  other processes wait for it and then read the cached files.
+  """
+  name = data.name if not data.get("config") else f"{data.name}/{data.config}"
+  builder = tfds.builder(name, data_dir=data.get("data_dir"))
+  download_config = tfds.download.DownloadConfig(manual_dir=data.get("manual_dir"))
+  if jax.process_index() == 0:
+    builder.download_and_prepare(download_config=download_config)
+  multihost_utils.sync_global_devices(f"prepared {name}")
+  if jax.process_index() != 0:
+    builder.download_and_prepare(download_config=download_config)
+  return builder
+
+
+def num_examples(builder: tfds.core.DatasetBuilder, split: str) -> int:
+  return builder.info.splits[split].num_examples
+
+
+def make_dataset(builder: tfds.core.DatasetBuilder, *, split: str, pp: str, batch_size: int,
+                 train: bool, seed: int = 0, shuffle_buffer: int = 10_000,
+                 skip_examples: int = 0,
+                 extras: Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]] | None = None
+                 ) -> tf.data.Dataset:
+  """This host's batches of preprocessed examples.
+
+  Args:
+    split: a TFDS split name; each host reads its own disjoint part of it.
+    pp: preprocessing spec, e.g. "decode|resize(64)|value_range(-1, 1)|...".
+    batch_size: examples per batch on this host (global batch / process count).
+    train: infinite, shuffled stream with full batches; otherwise one pass, last batch
+      possibly smaller.
+    skip_examples: (train) examples already consumed by the run being resumed.
+    extras: computes further features from the raw example, kept beside pp's output
+      (evaluators use it to keep the question and answer strings for reporting).
+  """
+  host_split = tfds.even_splits(split, jax.process_count(), drop_remainder=False)[
+      jax.process_index()]
+  ds = builder.as_dataset(split=host_split, shuffle_files=False,
+                          decoders={"image": tfds.decode.SkipDecoding()},
+                          read_config=tfds.ReadConfig(skip_prefetch=True))
+  if train:
+    # Shuffle with a fixed seed after repeat: one deterministic infinite stream per host.
+    ds = ds.repeat().shuffle(shuffle_buffer, seed=seed + jax.process_index())
+    ds = ds.skip(skip_examples)
+  preprocess = pp_lib.parse(pp)
+  if extras is not None:
+    preprocess = lambda ex, f=preprocess: {**f(ex), **extras(ex)}
+  ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.batch(batch_size, drop_remainder=train)
+  return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def host_batch_size(global_batch_size: int) -> int:
+  if global_batch_size % jax.process_count():
+    raise ValueError(f"Global batch {global_batch_size} does not split over "
+                     f"{jax.process_count()} hosts.")
+  return global_batch_size // jax.process_count()
+
+
+def to_global(batch: dict[str, np.ndarray], sharding: jax.sharding.Sharding
+              ) -> dict[str, jax.Array]:
+  """This host's numeric arrays -> global jax.Arrays split over the batch axis of the mesh.
+
+  String features (questions, answers kept for evaluation) stay on the host.
+  """
+  return {k: jax.make_array_from_process_local_data(sharding, v)
+          for k, v in batch.items() if v.dtype.kind not in "SUO"}
+
+
+def log_dataset(builder: tfds.core.DatasetBuilder) -> None:
+  sizes = {s: i.num_examples for s, i in builder.info.splits.items()}
+  logging.info("Dataset %s at %s: %s", builder.info.full_name, builder.data_dir, sizes)

@@ -1,0 +1,92 @@
+"""VQA accuracy overall and per question type, with the predictions written to the workdir."""
+from __future__ import annotations
+
+import collections
+import json
+import os
+from typing import Any
+
+import jax
+import tensorflow as tf
+from absl import logging
+
+from multimodal.data import pipeline
+from multimodal.evaluators import common
+from multimodal.evaluators.registry import EVALUATORS, EvalContext
+
+
+def raw_text(example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+  """The strings kept beside the model inputs for reporting (answers joined by '|')."""
+  return {"_question": example["question"], "_question_type": example["question_type"],
+          "_answers": tf.strings.reduce_join(example["answers"], separator="|")}
+
+
+@EVALUATORS.register("vqa")
+class VqaEvaluator:
+  """Reports `accuracy` and `accuracy/TYPE` (VQA accuracy: min(1, annotators agreeing / 3),
+  exact match for single-answer data) and writes `WORKDIR/predictions/NAME_STEP.jsonl`.
+
+  Args:
+    split: the TFDS split to evaluate on.
+    pp: preprocessing spec producing the model inputs and `answer_scores`.
+    batch_size: global evaluation batch size.
+    every_steps: how often the trainer runs it (0: only at the end).
+    max_examples: evaluate on the first N examples only (None: all).
+  """
+
+  def __init__(self, context: EvalContext, name: str, split: str, pp: str, batch_size: int,
+               every_steps: int = 0, max_examples: int | None = None,
+               write_predictions: bool = True):
+    self.context = context
+    self.name = name
+    self.split = split if max_examples is None else f"{split}[:{max_examples}]"
+    self.pp = pp
+    self.batch_size = batch_size
+    self.every_steps = every_steps
+    self.write_predictions = write_predictions
+
+  def run(self, params: Any, step: int) -> dict[str, float]:
+    local_batch = pipeline.host_batch_size(self.batch_size)
+    ds = pipeline.make_dataset(self.context.builder, split=self.split, pp=self.pp,
+                               batch_size=local_batch, train=False, extras=raw_text)
+    answers = self.context.task.answers
+    records = []
+    for batch in common.padded_batches(ds.as_numpy_iterator(), local_batch):
+      predictions = self.context.predict(
+          params, pipeline.to_global(batch, self.context.batch_sharding))
+      predicted = common.local_rows(predictions["answer"], local_batch)
+      scores = common.local_rows(predictions["score"], local_batch)
+      for i in range(local_batch):
+        if batch["_valid"][i]:
+          records.append({"question": batch["_question"][i].decode(),
+                          "question_type": batch["_question_type"][i].decode(),
+                          "answers": batch["_answers"][i].decode().split("|"),
+                          "prediction": answers[predicted[i]],
+                          "score": float(scores[i])})
+    records = common.allgather_records(records)
+    if self.write_predictions and jax.process_index() == 0:
+      self._write(records, step)
+    return accuracy_by_type(records)
+
+  def _write(self, records: list[dict[str, Any]], step: int) -> None:
+    folder = os.path.join(self.context.workdir, "predictions")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{self.name}_step{step}.jsonl")
+    with open(path, "w") as f:
+      for record in records:
+        f.write(json.dumps(record) + "\n")
+    logging.info("Wrote %d predictions to %s", len(records), path)
+
+
+def accuracy_by_type(records: list[dict[str, Any]]) -> dict[str, float]:
+  """{"accuracy": mean score, "accuracy/TYPE": mean score of that type, "num_examples": N}."""
+  if not records:
+    raise ValueError("No examples were evaluated.")
+  by_type = collections.defaultdict(list)
+  for record in records:
+    if record["question_type"]:
+      by_type[record["question_type"]].append(record["score"])
+  metrics = {"accuracy": sum(r["score"] for r in records) / len(records),
+             "num_examples": float(len(records))}
+  metrics.update({f"accuracy/{t}": sum(s) / len(s) for t, s in sorted(by_type.items())})
+  return metrics

@@ -1,0 +1,58 @@
+"""Multi-head dot-product attention with padding masks and logical axis names."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from multimodal.models import partitioning as p
+
+
+class MultiHeadAttention(nn.Module):
+  """Queries from `x` attend to keys/values from `context` (self-attention when it is None).
+
+  Attributes:
+    num_heads: number of heads; the width must divide by it.
+    dtype: compute dtype (params stay float32).
+  """
+  num_heads: int
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, context: jax.Array | None = None,
+               mask: jax.Array | None = None) -> jax.Array:
+    """x: float[B, Tq, D]; context: float[B, Tk, D]; mask: bool[B, Tq|1, Tk] -> float[B, Tq, D]."""
+    context = x if context is None else context
+    width = x.shape[-1]
+    if width % self.num_heads:
+      raise ValueError(f"Width {width} does not divide into {self.num_heads} heads.")
+    head_dim = width // self.num_heads
+
+    def project(name: str, inputs: jax.Array) -> jax.Array:
+      return nn.DenseGeneral(
+          (self.num_heads, head_dim), dtype=self.dtype, name=name,
+          kernel_init=p.init(nn.initializers.xavier_uniform(), "embed", "heads", "kv"),
+          bias_init=p.init(nn.initializers.zeros, "heads", "kv"))(inputs)
+
+    q = project("query", x)
+    k = project("key", context)
+    v = project("value", context)
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(head_dim)
+    if mask is not None:
+      logits = jnp.where(mask[:, None], logits, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(logits, axis=-1)
+    if mask is not None:
+      # A query with no valid key (e.g. a missing modality) attends to nothing, not uniformly.
+      weights = jnp.where(jnp.any(mask, axis=-1, keepdims=True)[:, None], weights, 0.0)
+    out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(self.dtype), v)
+    return nn.DenseGeneral(
+        width, axis=(-2, -1), dtype=self.dtype, name="out",
+        kernel_init=p.init(nn.initializers.xavier_uniform(), "heads", "kv", "embed"),
+        bias_init=p.init(nn.initializers.zeros, "embed"))(out)
+
+
+def padding_mask(query_mask: jax.Array | None, key_mask: jax.Array) -> jax.Array:
+  """bool[B, Tq] (or None), bool[B, Tk] -> bool[B, Tq|1, Tk]: which keys each query may see."""
+  if query_mask is None:
+    return key_mask[:, None, :]
+  return jnp.logical_and(query_mask[:, :, None], key_mask[:, None, :])

@@ -1,0 +1,42 @@
+"""What encoders hand to fusion modules, and what fusion modules hand to heads."""
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+
+@flax.struct.dataclass
+class Features:
+  """One modality's encoder output.
+
+  Attributes:
+    tokens: float[B, T, D] token features.
+    mask: bool[B, T], True where a token is real (False for padding).
+    pooled: float[B, D] one vector per example (the encoder's pooling), or None.
+  """
+  tokens: jax.Array
+  mask: jax.Array
+  pooled: jax.Array | None = None
+
+
+def masked_mean(tokens: jax.Array, mask: jax.Array) -> jax.Array:
+  """float[B, T, D], bool[B, T] -> float[B, D]; examples with no valid token give zeros."""
+  weights = mask.astype(tokens.dtype)[..., None]
+  total = jnp.sum(tokens * weights, axis=1)
+  count = jnp.maximum(jnp.sum(weights, axis=1), 1.0)
+  return total / count
+
+
+@flax.struct.dataclass
+class Fused:
+  """A fusion module's output: what a head consumes.
+
+  Attributes:
+    tokens: float[B, T, D] fused tokens.
+    mask: bool[B, T].
+    pooled: float[B, D] one fused vector per example.
+  """
+  tokens: jax.Array
+  mask: jax.Array
+  pooled: jax.Array

@@ -1,0 +1,21 @@
+"""Logical axis names for parameters, mapped to mesh axes by rules in the config.
+
+Parameter axes used by the models:
+  embed  - the model width;          mlp   - the feed-forward hidden width;
+  heads  - attention heads;          kv    - per-head width;
+  vocab  - token embeddings' rows;   classes - output classes / answers;
+  conv_in, conv_out - convolution channels; pos - position-embedding rows.
+Activations use `batch` for the batch axis.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.linen as nn
+
+Initializer = Callable[..., object]
+
+
+def init(initializer: Initializer, *axes: str | None) -> Initializer:
+  """An initializer whose parameter carries logical axis names (one per dimension)."""
+  return nn.with_logical_partitioning(initializer, tuple(axes))

@@ -1,0 +1,105 @@
+"""Vision Transformer image encoder with a patch or convolutional stem."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from multimodal.models import partitioning as p
+from multimodal.models import variants
+from multimodal.models.features import Features
+from multimodal.models.pooling import MapPooling, pool
+from multimodal.models.posemb import AddPositionEmbedding
+from multimodal.models.registry import ENCODERS
+from multimodal.models.transformer import Encoder
+
+
+class ConvStem(nn.Module):
+  """3x3 stride-2 convolutions, then a patchify convolution for the remaining stride.
+
+  Small objects fall across several patches of a plain patch embedding; a few convolutions
+  first give each token a receptive field that sees whole shapes (Xiao et al., 2021).
+  """
+  channels: Sequence[int]
+  width: int
+  patch_size: int
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> jax.Array:
+    """float[B, H, W, C] -> float[B, H / patch_size, W / patch_size, width]."""
+    stride = 1
+    x = images
+    for i, ch in enumerate(self.channels):
+      x = nn.Conv(ch, (3, 3), strides=2, padding="SAME", dtype=self.dtype, name=f"conv{i}",
+                  kernel_init=p.init(nn.initializers.he_normal(), None, None, "conv_in",
+                                     "conv_out"),
+                  bias_init=p.init(nn.initializers.zeros, "conv_out"))(x)
+      x = nn.relu(x)
+      stride *= 2
+    if self.patch_size % stride:
+      raise ValueError(f"patch_size {self.patch_size} is not a multiple of the stem's "
+                       f"stride {stride} ({len(self.channels)} stride-2 convolutions).")
+    rest = self.patch_size // stride
+    return nn.Conv(self.width, (rest, rest), strides=rest, padding="VALID", dtype=self.dtype,
+                   name="patchify",
+                   kernel_init=p.init(nn.initializers.lecun_normal(), None, None, "conv_in",
+                                      "embed"),
+                   bias_init=p.init(nn.initializers.zeros, "embed"))(x)
+
+
+@ENCODERS.register("vit")
+class ViT(nn.Module):
+  """Images -> patch tokens -> pre-LN transformer -> Features.
+
+  Attributes:
+    variant: a size name from `variants.VARIANTS`; width/depth/mlp_dim/num_heads override it.
+    patch_size: total stride from pixels to tokens.
+    stem: "patch" (one strided convolution) or "conv" (`stem_channels` 3x3 stride-2 convs).
+    posemb: "learn" or "sincos2d".
+    pool_type: "cls" (adds a class token), "gap", "map" or "none".
+  """
+  variant: str | None = "tiny"
+  width: int | None = None
+  depth: int | None = None
+  mlp_dim: int | None = None
+  num_heads: int | None = None
+  patch_size: int = 8
+  stem: str = "patch"
+  stem_channels: Sequence[int] = (32, 64)
+  posemb: str = "learn"
+  pool_type: str = "gap"
+  dropout: float = 0.0
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, images: jax.Array, *, train: bool) -> Features:
+    """images: float[B, H, W, C] -> Features(tokens float[B, T, D], mask, pooled float[B, D])."""
+    size = variants.resolve(self.variant, width=self.width, depth=self.depth,
+                            mlp_dim=self.mlp_dim, num_heads=self.num_heads)
+    if self.stem == "conv":
+      x = ConvStem(self.stem_channels, size["width"], self.patch_size, self.dtype,
+                   name="stem")(images.astype(self.dtype))
+    elif self.stem == "patch":
+      x = nn.Conv(size["width"], (self.patch_size,) * 2, strides=self.patch_size,
+                  padding="VALID", dtype=self.dtype, name="stem",
+                  kernel_init=p.init(nn.initializers.lecun_normal(), None, None, "conv_in",
+                                     "embed"),
+                  bias_init=p.init(nn.initializers.zeros, "embed"))(images.astype(self.dtype))
+    else:
+      raise ValueError(f"Unknown ViT stem {self.stem!r}; use 'patch' or 'conv'.")
+    batch, grid_h, grid_w, width = x.shape
+    x = jnp.reshape(x, (batch, grid_h * grid_w, width))
+    x = AddPositionEmbedding(self.posemb, (grid_h, grid_w), name="posemb")(x)
+    if self.pool_type == "cls":
+      cls = self.param("cls", p.init(nn.initializers.zeros, None, None, "embed"), (1, 1, width))
+      x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (batch, 1, width)), x], axis=1)
+    x = nn.Dropout(self.dropout)(x, deterministic=not train)
+    mask = jnp.ones(x.shape[:2], dtype=bool)
+    x = Encoder(size["depth"], size["num_heads"], size["mlp_dim"], self.dropout, self.dtype,
+                name="encoder")(x, mask, train=train)
+    map_pool = (MapPooling(size["num_heads"], size["mlp_dim"], self.dtype, name="map")
+                if self.pool_type == "map" else None)
+    return Features(tokens=x, mask=mask, pooled=pool(self.pool_type, x, mask, map_pool))

@@ -1,0 +1,74 @@
+"""Orbax checkpoints of the train state: save every N steps, keep K, resume from the workdir.
+
+Orbax writes each checkpoint to a temporary folder and renames it when complete, so a run
+killed mid-save keeps its previous checkpoint intact.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  """Saves and restores the sharded train state under `WORKDIR/checkpoints/STEP`."""
+
+  def __init__(self, directory: str, every_steps: int, keep: int):
+    self.directory = os.path.abspath(directory)
+    self.manager = ocp.CheckpointManager(
+        self.directory, item_handlers=ocp.StandardCheckpointHandler(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+    self.every_steps = every_steps
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state: Any, force: bool = False) -> bool:
+    """Saves every `every_steps` steps (or when `force`d); asynchronous, returns at once."""
+    if not (force or (self.every_steps and step % self.every_steps == 0)):
+      return False
+    return self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+
+  def restore(self, state_template: Any, step: int | None = None) -> Any:
+    """Restores `step` (default: latest) into the shardings and dtypes of `state_template`."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"No checkpoint in {self.directory}.")
+    check_matches(self.manager.item_metadata(step), state_template, self.directory, step)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_template)
+    return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.close()
+
+
+def check_matches(metadata: Any, template: Any, directory: str, step: int) -> None:
+  """Raises a ValueError naming every array whose presence or shape differs."""
+  saved = {leaf.name: tuple(leaf.shape) for leaf in jax.tree.leaves(metadata.tree)}
+  wanted = {dotted_name(path): tuple(leaf.shape)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(template)[0]}
+  problems = [f"missing from the checkpoint: {k}" for k in sorted(wanted.keys() - saved.keys())]
+  problems += [f"not in the model: {k}" for k in sorted(saved.keys() - wanted.keys())]
+  problems += [f"shape of {k}: checkpoint {saved[k]}, model {wanted[k]}"
+               for k in sorted(wanted.keys() & saved.keys()) if saved[k] != wanted[k]]
+  if problems:
+    shown = "\n  ".join(problems[:20])
+    more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+    raise ValueError(f"The checkpoint {directory}/{step} does not match the model "
+                     f"(was the config changed?):\n  {shown}{more}")
+
+
+def dotted_name(path: tuple[Any, ...]) -> str:
+  """A pytree path as orbax names its arrays: "params.head.logits.kernel", "opt_state.1.0.mu..."."""
+  parts = []
+  for key in path:
+    for attr in ("key", "idx", "name"):
+      if hasattr(key, attr):
+        parts.append(str(getattr(key, attr)))
+        break
+  return ".".join(parts)

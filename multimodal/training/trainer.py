@@ -1,0 +1,172 @@
+"""One train loop for every task: data -> sharded state -> jit step -> evals, logs, checkpoints.
+
+Nothing task-specific lives here: the task gives the loss and predictions, the registries give
+the model and the evaluators, and the config says which.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from clu import metric_writers
+
+from multimodal import models, tasks
+from multimodal.data import pipeline
+from multimodal.evaluators import EVALUATORS, EvalContext
+from multimodal.training import sharding
+from multimodal.training.checkpoint import Checkpointer
+from multimodal.training.optimizer import learning_rate_schedule, make_optimizer
+from multimodal.training.progress import Progress, format_duration
+from multimodal.training.train_state import create_sharded_state
+from multimodal.training.train_step import make_predict, make_train_step
+
+
+class Trainer:
+  """Builds everything a run needs from a config; `train()` and `evaluate()` drive it."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    self.config = config
+    self.workdir = workdir
+    os.makedirs(workdir, exist_ok=True)
+    self.mesh = sharding.make_mesh(config.mesh)
+    self.rules = tuple(tuple(rule) for rule in config.partition_rules)
+    self.batch_sharding = sharding.batch_sharding(self.mesh)
+    self.task = tasks.TASKS.build(config.task)
+    self.model = models.MODELS.build(config.model, **self.task.model_kwargs())
+    self.builder = pipeline.get_builder(config.data)
+    pipeline.log_dataset(self.builder)
+    self.local_batch_size = pipeline.host_batch_size(config.batch_size)
+    self.optimizer = make_optimizer(config.optimizer, config.total_steps)
+    self.checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
+                                     config.checkpoint.every_steps, config.checkpoint.keep)
+    rng = jax.random.key(config.seed)
+    self.state, self.state_shardings = create_sharded_state(
+        self.model, self.optimizer, self._example_batch(), jax.random.fold_in(rng, 0),
+        self.mesh, self.rules)
+    logging.info("Model %s: %s parameters.", config.model.type,
+                 f"{sum(x.size for x in jax.tree.leaves(self.state.params)):,}")
+    replicated = sharding.replicated(self.mesh)
+    self.train_step = make_train_step(
+        self.model, self.task, self.optimizer,
+        learning_rate_schedule(config.optimizer, config.total_steps),
+        jax.random.fold_in(rng, 1), self.state_shardings, self.batch_sharding, replicated)
+    predict = make_predict(self.model, self.task, self.state_shardings.params,
+                           self.batch_sharding, replicated)
+    context = EvalContext(builder=self.builder, task=self.task, predict=predict,
+                          batch_sharding=self.batch_sharding, workdir=workdir)
+    self.evaluators = {name: EVALUATORS.build(spec, context=context, name=name)
+                       for name, spec in config.evals.items()}
+    self.writer = metric_writers.create_default_writer(
+        workdir, just_logging=jax.process_index() > 0)
+
+  def _dataset(self, skip_examples: int = 0):
+    return pipeline.make_dataset(
+        self.builder, split=self.config.data.split, pp=self.config.pp_train,
+        batch_size=self.local_batch_size, train=True, seed=self.config.seed,
+        shuffle_buffer=self.config.data.shuffle_buffer, skip_examples=skip_examples)
+
+  def _example_batch(self) -> dict[str, jax.ShapeDtypeStruct]:
+    """Global-batch shapes of the model inputs, read off the pipeline without running it."""
+    spec = self._dataset().element_spec
+    return {k: jax.ShapeDtypeStruct((self.config.batch_size,) + tuple(v.shape[1:]),
+                                    v.dtype.as_numpy_dtype)
+            for k, v in spec.items() if v.dtype.is_floating or v.dtype.is_integer
+            or v.dtype.is_bool}
+
+  def restore(self, step: int | None = None) -> int:
+    """Restores the latest (or given) checkpoint if any; returns the step it holds."""
+    if step is None and self.checkpointer.latest_step() is None:
+      return 0
+    self.state = self.checkpointer.restore(self.state, step)
+    step = int(self.state.step)
+    logging.info("Restored the checkpoint at step %d from %s.", step,
+                 self.checkpointer.directory)
+    return step
+
+  def train(self) -> int:
+    """Trains from the latest checkpoint to `total_steps`; returns the final step."""
+    config = self.config
+    start = self.restore()
+    if start >= config.total_steps:
+      logging.info("The run already reached step %d of %d: evaluating only.", start,
+                   config.total_steps)
+      return start
+    batches = self._dataset(skip_examples=start * self.local_batch_size).as_numpy_iterator()
+    progress = Progress(start, config.total_steps)
+    pending = []
+    t0 = time.perf_counter()
+    for step in range(start + 1, config.total_steps + 1):
+      batch = pipeline.to_global(next(batches), self.batch_sharding)
+      self.state, metrics = self.train_step(self.state, batch)
+      pending.append(metrics)
+      if step % config.log_every_steps == 0 or step == config.total_steps:
+        means = {k: float(np.mean([m[k] for m in jax.device_get(pending)])) for k in pending[0]}
+        pending = []
+        means.update(progress.report(step, means))
+        self.writer.write_scalars(step, {f"train/{k}": v for k, v in means.items()})
+      for name, evaluator in self.evaluators.items():
+        if evaluator.every_steps and step % evaluator.every_steps == 0 and step < config.total_steps:
+          tic = time.perf_counter()
+          self._write_eval(step, self._run_eval(name, step))
+          progress.pause(time.perf_counter() - tic)
+      self.checkpointer.save(step, self.state, force=step == config.total_steps)
+    self.checkpointer.wait()
+    logging.info("Trained %d steps in %s.", config.total_steps - start,
+                 format_duration(time.perf_counter() - t0))
+    return config.total_steps
+
+  def _run_eval(self, name: str, step: int) -> dict[str, float]:
+    evaluator = self.evaluators[name]
+    metrics = evaluator.run(self.state.params, step)
+    spec = self.config.evals[name]
+    return {f"{spec.split}/{spec.type}/{k}": v for k, v in metrics.items()}
+
+  def _write_eval(self, step: int, metrics: dict[str, float]) -> None:
+    self.writer.write_scalars(step, metrics)
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "num_examples" not in k)
+    logging.info("eval at step %d: %s", step, shown)
+
+  def evaluate(self, step: int) -> dict[str, float]:
+    """Runs every evaluator, writes WORKDIR/results.json, and returns its contents."""
+    results: dict[str, float] = {"step": step}
+    for name in self.evaluators:
+      results.update(self._run_eval(name, step))
+    self._write_eval(step, {k: v for k, v in results.items() if k != "step"})
+    self.writer.flush()
+    if jax.process_index() == 0:
+      path = os.path.join(self.workdir, "results.json")
+      with open(path, "w") as f:
+        json.dump(results, f, indent=2, sort_keys=True)
+      logging.info("Wrote %s", path)
+    return results
+
+  def close(self) -> None:
+    self.checkpointer.close()
+    self.writer.close()
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """The main job: train (or resume) to `total_steps`, evaluate, write results.json."""
+  trainer = Trainer(config, workdir)
+  try:
+    return trainer.evaluate(trainer.train())
+  finally:
+    trainer.close()
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
+                        step: int | None = None) -> dict[str, float]:
+  """Evaluation only: restores the latest (or given) checkpoint in the workdir."""
+  trainer = Trainer(config, workdir)
+  try:
+    if step is None and trainer.checkpointer.latest_step() is None:
+      raise FileNotFoundError(f"No checkpoint to evaluate in {trainer.checkpointer.directory}.")
+    return trainer.evaluate(trainer.restore(step))
+  finally:
+    trainer.close()
