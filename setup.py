@@ -18,6 +18,8 @@ INSTALL_REQUIRES = [
     "pillow>=10,<14",
     "einops>=0.8,<0.9",
     "absl-py>=2.1,<3",
+    # TFDS 4.9 imports it for GeneratorBasedBuilders but declares it only for Python < 3.9.
+    "importlib-resources>=6,<8",
 ]
 
 EXTRAS_REQUIRE = {

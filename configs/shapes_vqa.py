@@ -10,6 +10,8 @@ Arguments (`--config=configs/shapes_vqa.py:ARG`, comma-separated key=value):
   text_only=false           the blind baseline: the same text encoder and head, no image
   tiny=false                a minute-long smoke-test setting (tiny model and data, few steps)
 """
+from ml_collections import config_dict
+
 from multimodal import config_utils
 
 PP_COMMON = ("decode|resize({res})|value_range(-1, 1)|tok(max_len={max_len}, model='shapes')"
@@ -57,6 +59,6 @@ def get_config(arg: str | None = None):
   c.optimizer.weight_decay = 1e-4
   c.evals = dict(validation=dict(
       type="vqa", split="validation", pp=pp, batch_size=256 if not args.tiny else 32,
-      every_steps=0 if args.tiny else 1000, max_examples=None))
+      every_steps=0 if args.tiny else 1000, max_examples=config_dict.placeholder(int)))
   c.checkpoint = dict(every_steps=10 if args.tiny else 500, keep=2)
   return c

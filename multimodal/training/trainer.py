@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any
 
 import jax
 import ml_collections

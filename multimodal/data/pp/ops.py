@@ -1,0 +1,81 @@
+"""Image and generic preprocessing ops, each working on one unbatched tf.data example."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import tensorflow as tf
+
+from multimodal.data.pp.registry import PP_OPS, Example, PpFn
+
+
+@PP_OPS.register("decode")
+def decode(key: str = "image", channels: int = 3) -> PpFn:
+  """Encoded PNG/JPEG/GIF/BMP bytes (tf.string[]) -> uint8[H, W, channels].
+
+  Gray and RGBA images are converted to `channels`; an animated GIF keeps its first frame.
+  """
+
+  def apply(example: Example) -> Example:
+    image = tf.io.decode_image(example[key], channels=channels, expand_animations=False)
+    image.set_shape([None, None, channels])  # decode_image leaves the channels unknown.
+    return {**example, key: image}
+
+  return apply
+
+
+@PP_OPS.register("resize")
+def resize(size: int | Sequence[int], key: str = "image", method: str = "bilinear") -> PpFn:
+  """[H, W, C] -> [h, w, C] with `size` an int (square) or (h, w).
+
+  The output is float32 (values still in the input's range) except for method="nearest",
+  which keeps the input's dtype.
+  """
+  hw = (size, size) if isinstance(size, int) else tuple(size)
+
+  def apply(example: Example) -> Example:
+    image = tf.image.resize(example[key], hw, method=method)
+    if method == "nearest":
+      image = tf.cast(image, example[key].dtype)
+    return {**example, key: image}
+
+  return apply
+
+
+@PP_OPS.register("value_range")
+def value_range(vmin: float, vmax: float, key: str = "image", in_min: float = 0.0,
+                in_max: float = 255.0) -> PpFn:
+  """Linearly maps [in_min, in_max] to [vmin, vmax]; any dtype -> float32."""
+
+  def apply(example: Example) -> Example:
+    unit = (tf.cast(example[key], tf.float32) - in_min) / (in_max - in_min)
+    return {**example, key: vmin + unit * (vmax - vmin)}
+
+  return apply
+
+
+def _check_keys(op: str, example: Example, keys: Sequence[str]) -> None:
+  missing = [k for k in keys if k not in example]
+  if missing:
+    raise KeyError(f"{op}: no key(s) {missing} in the example; it has {sorted(example)}.")
+
+
+@PP_OPS.register("keep")
+def keep(*keys: str) -> PpFn:
+  """Keeps only `keys` (each must be present)."""
+
+  def apply(example: Example) -> Example:
+    _check_keys("keep", example, keys)
+    return {k: example[k] for k in keys}
+
+  return apply
+
+
+@PP_OPS.register("drop")
+def drop(*keys: str) -> PpFn:
+  """Removes `keys` (each must be present, so that a typo does not pass silently)."""
+
+  def apply(example: Example) -> Example:
+    _check_keys("drop", example, keys)
+    return {k: v for k, v in example.items() if k not in keys}
+
+  return apply
