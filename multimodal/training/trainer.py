@@ -88,11 +88,15 @@ class Trainer:
                  self.checkpointer.directory)
     return step
 
-  def train(self) -> int:
-    """Trains from the latest checkpoint to `total_steps`; returns the final step."""
+  def train(self, stop_at: int | None = None) -> int:
+    """Trains from the latest checkpoint to `total_steps`; returns the last step trained.
+
+    stop_at: end this call after that step (saving a checkpoint there); a later call resumes.
+    """
     config = self.config
+    end = config.total_steps if stop_at is None else min(stop_at, config.total_steps)
     start = self.restore()
-    if start >= config.total_steps:
+    if start >= end:
       logging.info("The run already reached step %d of %d: evaluating only.", start,
                    config.total_steps)
       return start
@@ -100,11 +104,11 @@ class Trainer:
     progress = Progress(start, config.total_steps)
     pending = []
     t0 = time.perf_counter()
-    for step in range(start + 1, config.total_steps + 1):
+    for step in range(start + 1, end + 1):
       batch = pipeline.to_global(next(batches), self.batch_sharding)
       self.state, metrics = self.train_step(self.state, batch)
       pending.append(metrics)
-      if step % config.log_every_steps == 0 or step == config.total_steps:
+      if step % config.log_every_steps == 0 or step == end:
         means = {k: float(np.mean([m[k] for m in jax.device_get(pending)])) for k in pending[0]}
         pending = []
         means.update(progress.report(step, means))
@@ -114,11 +118,11 @@ class Trainer:
           tic = time.perf_counter()
           self._write_eval(step, self._run_eval(name, step))
           progress.pause(time.perf_counter() - tic)
-      self.checkpointer.save(step, self.state, force=step == config.total_steps)
+      self.checkpointer.save(step, self.state, force=step == end)
     self.checkpointer.wait()
-    logging.info("Trained %d steps in %s.", config.total_steps - start,
+    logging.info("Trained steps %d to %d in %s.", start + 1, end,
                  format_duration(time.perf_counter() - t0))
-    return config.total_steps
+    return end
 
   def _run_eval(self, name: str, step: int) -> dict[str, float]:
     evaluator = self.evaluators[name]
