@@ -8,6 +8,7 @@ Arguments (`--config=configs/shapes_vqa.py:ARG`, comma-separated key=value):
   total_steps=3000          training steps
   batch_size=128            global batch size
   text_only=false           the blind baseline: the same text encoder and head, no image
+  fusion=cross_attention    any fusion module taking width/depth/num_heads/mlp_dim (early, ...)
   tiny=false                a minute-long smoke-test setting (tiny model and data, few steps)
 """
 from ml_collections import config_dict
@@ -21,7 +22,7 @@ MODEL_INPUTS = "keep('image', 'question_tokens', 'question_mask', 'answer_index'
 
 def get_config(arg: str | None = None):
   args = config_utils.parse_arg(arg, data="default", res=64, total_steps=3000, batch_size=128,
-                                text_only=False, tiny=False)
+                                text_only=False, tiny=False, fusion="cross_attention")
   if args.tiny:
     args.data, args.total_steps, args.batch_size = "tiny", 20, 16
   c = config_utils.base_config()
@@ -49,8 +50,8 @@ def get_config(arg: str | None = None):
                    stem_channels=(16, 32) if args.tiny else (32, 64), posemb="learn",
                    pool_type="none"),
         text=text,
-        fusion=dict(type="cross_attention", query="text", context="image", width=width,
-                    depth=1 if args.tiny else 2, num_heads=4, mlp_dim=2 * width),
+        fusion=dict(type=args.fusion, width=width, depth=1 if args.tiny else 2, num_heads=4,
+                    mlp_dim=2 * width),
         head=head,
         dtype="float32")
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import difflib
 from typing import Any
 
 import ml_collections
@@ -16,12 +17,15 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
   Each value takes the type of its default; unknown keys name the nearest valid one.
   """
   args = ml_collections.ConfigDict(defaults)
-  args.lock()
   for item in filter(None, (arg or "").split(",")):
     if "=" not in item:
       raise ValueError(f"Config argument {item!r} is not of the form key=value.")
     key, value = (s.strip() for s in item.split("=", 1))
-    default = defaults.get(key)
+    if key not in defaults:
+      close = difflib.get_close_matches(key, defaults, n=1, cutoff=0.5)
+      hint = f' Did you mean "{close[0]}"?' if close else ""
+      raise KeyError(f"Unknown config argument {key!r}.{hint} Valid: {sorted(defaults)}.")
+    default = defaults[key]
     if isinstance(default, bool):
       if value.lower() not in ("true", "false", "1", "0"):
         raise ValueError(f"Config argument {key} must be true or false, got {value!r}.")
@@ -30,7 +34,7 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
       parsed = type(default)(ast.literal_eval(value))
     else:
       parsed = value
-    setattr(args, key, parsed)  # a locked ConfigDict names the nearest key for a typo
+    setattr(args, key, parsed)
   return args
 
 

@@ -17,7 +17,7 @@ from multimodal.models.transformer import Encoder
 
 
 class ConvStem(nn.Module):
-  """3x3 stride-2 convolutions, then a patchify convolution for the remaining stride.
+  """3x3 stride-2 convolutions, then a convolution (at least 3x3) for the remaining stride.
 
   Small objects fall across several patches of a plain patch embedding; a few convolutions
   first give each token a receptive field that sees whole shapes (Xiao et al., 2021).
@@ -25,6 +25,7 @@ class ConvStem(nn.Module):
   channels: Sequence[int]
   width: int
   patch_size: int
+  norm: bool = True  # LayerNorm over channels after each convolution
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -37,13 +38,19 @@ class ConvStem(nn.Module):
                   kernel_init=p.init(nn.initializers.he_normal(), None, None, "conv_in",
                                      "conv_out"),
                   bias_init=p.init(nn.initializers.zeros, "conv_out"))(x)
+      if self.norm:
+        x = nn.LayerNorm(dtype=self.dtype, name=f"norm{i}",
+                         scale_init=p.init(nn.initializers.ones, "conv_out"),
+                         bias_init=p.init(nn.initializers.zeros, "conv_out"))(x)
       x = nn.relu(x)
       stride *= 2
     if self.patch_size % stride:
       raise ValueError(f"patch_size {self.patch_size} is not a multiple of the stem's "
                        f"stride {stride} ({len(self.channels)} stride-2 convolutions).")
     rest = self.patch_size // stride
-    return nn.Conv(self.width, (rest, rest), strides=rest, padding="VALID", dtype=self.dtype,
+    # At least 3x3, so that the last layer also widens the receptive field.
+    kernel = max(rest, 3)
+    return nn.Conv(self.width, (kernel, kernel), strides=rest, padding="SAME", dtype=self.dtype,
                    name="patchify",
                    kernel_init=p.init(nn.initializers.lecun_normal(), None, None, "conv_in",
                                       "embed"),
@@ -57,7 +64,8 @@ class ViT(nn.Module):
   Attributes:
     variant: a size name from `variants.VARIANTS`; width/depth/mlp_dim/num_heads override it.
     patch_size: total stride from pixels to tokens.
-    stem: "patch" (one strided convolution) or "conv" (`stem_channels` 3x3 stride-2 convs).
+    stem: "patch" (one strided convolution) or "conv" (`stem_channels` 3x3 stride-2 convs,
+      each followed by a LayerNorm over channels when `stem_norm`).
     posemb: "learn" or "sincos2d".
     pool_type: "cls" (adds a class token), "gap", "map" or "none".
   """
@@ -69,6 +77,7 @@ class ViT(nn.Module):
   patch_size: int = 8
   stem: str = "patch"
   stem_channels: Sequence[int] = (32, 64)
+  stem_norm: bool = True
   posemb: str = "learn"
   pool_type: str = "gap"
   dropout: float = 0.0
@@ -80,8 +89,8 @@ class ViT(nn.Module):
     size = variants.resolve(self.variant, width=self.width, depth=self.depth,
                             mlp_dim=self.mlp_dim, num_heads=self.num_heads)
     if self.stem == "conv":
-      x = ConvStem(self.stem_channels, size["width"], self.patch_size, self.dtype,
-                   name="stem")(images.astype(self.dtype))
+      x = ConvStem(self.stem_channels, size["width"], self.patch_size, self.stem_norm,
+                   self.dtype, name="stem")(images.astype(self.dtype))
     elif self.stem == "patch":
       x = nn.Conv(size["width"], (self.patch_size,) * 2, strides=self.patch_size,
                   padding="VALID", dtype=self.dtype, name="stem",

@@ -1,0 +1,56 @@
+"""VQA on your own data: a JSONL file of questions and a folder of images (see README).
+
+  python -m multimodal.data.tokenizer --jsonl=DIR/train.jsonl --output=DIR/sp.model --vocab_size=8000
+  python -m multimodal.data.answer_vocab --jsonl=DIR/train.jsonl --top_k=3129 --output=DIR/answers.txt
+  python -m multimodal.main --config=configs/jsonl_vqa.py:manual_dir=DIR --workdir=/tmp/my_vqa
+
+Arguments (`--config=configs/jsonl_vqa.py:ARG`, comma-separated key=value):
+  manual_dir          the folder with train.jsonl, validation.jsonl and the images
+  tokenizer           sentencepiece model (default: MANUAL_DIR/sp.model)
+  answers             answer vocabulary, one per line (default: MANUAL_DIR/answers.txt)
+  res=224             image resolution fed to the model
+  variant=small       ViT and text encoder size (micro, tiny, small, base, large)
+  strict=false        fail on the first unreadable image instead of skipping and counting
+  total_steps=20000, batch_size=256, max_len=32
+"""
+import os
+
+from ml_collections import config_dict
+
+from multimodal import config_utils
+
+
+def get_config(arg: str | None = None):
+  args = config_utils.parse_arg(arg, manual_dir="", tokenizer="", answers="", res=224,
+                                variant="small", strict=False, total_steps=20_000,
+                                batch_size=256, max_len=32)
+  c = config_utils.base_config()
+  c.total_steps = args.total_steps
+  c.batch_size = args.batch_size
+  c.data.name = "jsonl_vqa"
+  c.data.config = "strict" if args.strict else "default"
+  c.data.manual_dir = args.manual_dir or config_dict.placeholder(str)
+  tokenizer = args.tokenizer or os.path.join(args.manual_dir, "sp.model")
+  answers = args.answers or os.path.join(args.manual_dir, "answers.txt")
+  pp = (f"decode|resize({args.res})|value_range(-1, 1)|tok(max_len={args.max_len}, "
+        f"model='{tokenizer}')|vqa_answers(vocab='{answers}')")
+  c.pp_train = (f"{pp}|keep('image', 'question_tokens', 'question_mask', 'answer_index', "
+                "'answer_scores')")
+  # Several annotators per question (as in VQAv2): BCE on soft scores.
+  c.task = dict(type="vqa", answers=answers, tokenizer=tokenizer, loss="sigmoid")
+  c.model = dict(
+      type="fusion_vqa",
+      image=dict(type="vit", variant=args.variant, patch_size=16, stem="patch",
+                 posemb="sincos2d", pool_type="none"),
+      text=dict(type="text_encoder", variant=args.variant, pool_type="none"),
+      fusion=dict(type="cross_attention", query="text", context="image", width=384, depth=4,
+                  num_heads=6, mlp_dim=1536, dropout=0.1),
+      head=dict(type="classifier", hidden_dim=1024, dropout=0.1),
+      dtype="bfloat16")
+  c.optimizer.learning_rate = 3e-4
+  c.optimizer.warmup_steps = 1000
+  c.optimizer.weight_decay = 0.05
+  c.evals = dict(validation=dict(type="vqa", split="validation", pp=pp, batch_size=256,
+                                 every_steps=2000, max_examples=config_dict.placeholder(int)))
+  c.checkpoint = dict(every_steps=1000, keep=3)
+  return c

@@ -1,0 +1,25 @@
+"""Every colab runs end to end in its tiny setting (MULTIMODAL_COLAB_TINY=1), from the repo root."""
+import glob
+import os
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOTEBOOKS = sorted(glob.glob(os.path.join(REPO, "colabs", "*.ipynb")))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[os.path.basename(p) for p in NOTEBOOKS])
+def test_colab_runs(path, tmp_path, monkeypatch):
+  # The kernel inherits this process's environment (8 simulated devices from conftest.py).
+  monkeypatch.setenv("MULTIMODAL_COLAB_TINY", "1")
+  monkeypatch.setenv("MULTIMODAL_COLAB_WORKDIR", str(tmp_path))
+  notebook = nbformat.read(path, as_version=4)
+  client = NotebookClient(notebook, timeout=300, kernel_name="python3",
+                          resources={"metadata": {"path": REPO}})
+  client.execute()  # Raises CellExecutionError, with the cell and its traceback, on any error.
+
+
+def test_colabs_exist():
+  assert NOTEBOOKS, "no notebooks under colabs/"

@@ -1,0 +1,81 @@
+"""Every shipped config loads, and builds and runs its model (shrunk to a tiny size)."""
+import glob
+import importlib.util
+import os
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from multimodal import config_utils, models
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
+TINY_SIZES = dict(variant=None, width=32, depth=1, mlp_dim=64, num_heads=4)
+
+
+def load(path):
+  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def shrink(spec):
+  """The same model spec at a tiny size (encoders, fusion, head keep their types)."""
+  spec = dict(spec)
+  for key in ("image", "text"):
+    if key in spec:
+      spec[key] = {**spec[key], **{k: v for k, v in TINY_SIZES.items()}}
+  if "fusion" in spec:
+    spec["fusion"] = {**spec["fusion"], "width": 32, "depth": 1, "num_heads": 4, "mlp_dim": 64}
+  spec["head"] = {**spec["head"], "hidden_dim": 32}
+  return spec
+
+
+def test_there_are_configs():
+  assert any(p.endswith("shapes_vqa.py") for p in CONFIGS)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_config_loads_and_builds_its_model(path):
+  config = load(path).get_config()
+  model = models.MODELS.build(shrink(config.model.to_dict()), num_answers=11, vocab_size=50)
+  batch = dict(image=jnp.zeros((2, 32, 32, 3)), question_tokens=jnp.ones((2, 8), jnp.int32),
+               question_mask=jnp.ones((2, 8), bool))
+  logits, _ = jax.eval_shape(lambda: model.init_with_output(jax.random.key(0), batch,
+                                                            train=False))
+  assert logits.shape == (2, 11)
+  for name, spec in config.evals.items():
+    assert "type" in spec and "split" in spec, name
+
+
+@pytest.mark.parametrize("arg", ["text_only=true", "fusion=early", "tiny=true,res=32"])
+def test_shapes_vqa_arguments(arg):
+  config = load(os.path.join(REPO, "configs", "shapes_vqa.py")).get_config(arg)
+  model = models.MODELS.build(config.model.to_dict(), num_answers=19, vocab_size=160)
+  res = 32 if "res=32" in arg else 64
+  batch = dict(image=jnp.zeros((2, res, res, 3)), question_tokens=jnp.ones((2, 16), jnp.int32),
+               question_mask=jnp.ones((2, 16), bool))
+  logits, _ = jax.eval_shape(lambda: model.init_with_output(jax.random.key(0), batch,
+                                                            train=False))
+  assert logits.shape == (2, 19)
+
+
+def test_config_arguments_are_typed_and_typos_name_the_nearest_key():
+  args = config_utils.parse_arg("res=32,text_only=true,name=x", res=64, text_only=False,
+                                name="")
+  assert (args.res, args.text_only, args.name) == (32, True, "x")
+  with pytest.raises(KeyError, match='Did you mean "res"'):
+    config_utils.parse_arg("rez=32", res=64)
+  with pytest.raises(ValueError, match="key=value"):
+    config_utils.parse_arg("res", res=64)
+  with pytest.raises(ValueError, match="true or false"):
+    config_utils.parse_arg("text_only=maybe", text_only=False)
+
+
+def test_locked_config_names_the_nearest_key():
+  config = load(os.path.join(REPO, "configs", "shapes_vqa.py")).get_config()
+  config.lock()
+  with pytest.raises(AttributeError, match='Did you mean "total_steps"'):
+    config.total_stpes = 3
