@@ -18,7 +18,7 @@ from jax.experimental import multihost_utils
 from multimodal.data import builders  # noqa: F401  (registers the TFDS builders)
 from multimodal.data import pp as pp_lib
 
-# tf.data must not grab the accelerators (or many CPU threads) that JAX uses.
+# tf.data runs on the host CPU only; the accelerators belong to JAX.
 tf.config.set_visible_devices([], "GPU")
 
 
@@ -37,10 +37,6 @@ def get_builder(data: Any) -> tfds.core.DatasetBuilder:
   if jax.process_index() != 0:
     builder.download_and_prepare(download_config=download_config)
   return builder
-
-
-def num_examples(builder: tfds.core.DatasetBuilder, split: str) -> int:
-  return builder.info.splits[split].num_examples
 
 
 def make_dataset(builder: tfds.core.DatasetBuilder, *, split: str, pp: str, batch_size: int,
@@ -69,9 +65,11 @@ def make_dataset(builder: tfds.core.DatasetBuilder, *, split: str, pp: str, batc
     # Shuffle with a fixed seed after repeat: one deterministic infinite stream per host.
     ds = ds.repeat().shuffle(shuffle_buffer, seed=seed + jax.process_index())
     ds = ds.skip(skip_examples)
-  preprocess = pp_lib.parse(pp)
-  if extras is not None:
-    preprocess = lambda ex, f=preprocess: {**f(ex), **extras(ex)}
+  pp_fn = pp_lib.parse(pp)
+
+  def preprocess(example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    return {**pp_fn(example), **(extras(example) if extras else {})}
+
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(batch_size, drop_remainder=train)
   return ds.prefetch(tf.data.AUTOTUNE)
