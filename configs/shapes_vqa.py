@@ -9,6 +9,7 @@ Arguments (`--config=configs/shapes_vqa.py:ARG`, comma-separated key=value):
   batch_size=128            global batch size
   text_only=false           the blind baseline: the same text encoder and head, no image
   fusion=cross_attention    any fusion module taking width/depth/num_heads/mlp_dim (early, ...)
+  query=text,context=image  cross_attention: whose tokens attend (and are pooled), to whom
   tiny=false                a minute-long smoke-test setting (tiny model and data, few steps)
 """
 from ml_collections import config_dict
@@ -22,7 +23,8 @@ MODEL_INPUTS = "keep('image', 'question_tokens', 'question_mask', 'answer_index'
 
 def get_config(arg: str | None = None):
   args = config_utils.parse_arg(arg, data="default", res=64, total_steps=3000, batch_size=128,
-                                text_only=False, tiny=False, fusion="cross_attention")
+                                text_only=False, tiny=False, fusion="cross_attention",
+                                query="text", context="image")
   if args.tiny:
     args.data, args.total_steps, args.batch_size = "tiny", 20, 16
   c = config_utils.base_config()
@@ -54,6 +56,8 @@ def get_config(arg: str | None = None):
                     mlp_dim=2 * width),
         head=head,
         dtype="float32")
+    if args.fusion == "cross_attention":
+      c.model.fusion.query, c.model.fusion.context = args.query, args.context
 
   c.optimizer.learning_rate = 1e-3
   c.optimizer.warmup_steps = 2 if args.tiny else 200
