@@ -64,6 +64,6 @@ def get_config(arg: str | None = None):
   c.optimizer.weight_decay = 1e-4
   c.evals = dict(validation=dict(
       type="vqa", split="validation", pp=pp, batch_size=256 if not args.tiny else 32,
-      every_steps=0 if args.tiny else 1000, max_examples=config_dict.placeholder(int)))
+      every_steps=0 if args.tiny else 500, max_examples=config_dict.placeholder(int)))
   c.checkpoint = dict(every_steps=10 if args.tiny else 500, keep=2)
   return c
