@@ -45,9 +45,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.total_steps = 1000
   c.batch_size = 64
   c.log_every_steps = 50
+  c.grad_accum_steps = 1     # micro-batches per step: the same update, 1/N of the activations
+  c.on_nonfinite = "stop"    # a NaN/Inf loss or gradient: "stop" the run, or "skip" the step
   c.data = dict(name="", config="", split="train", shuffle_buffer=10_000,
                 data_dir=config_dict.placeholder(str),     # TFDS data dir (default ~/tensorflow_datasets)
-                manual_dir=config_dict.placeholder(str))   # a user's files, for real datasets
+                manual_dir=config_dict.placeholder(str),   # a user's files, for real datasets
+                # Shards of the training stream (default: one per process); fixing it makes
+                # the global batches the same on any number of hosts.
+                num_shards=config_dict.placeholder(int))
   c.pp_train = ""
   c.task = dict()
   c.model = dict()

@@ -1,18 +1,13 @@
 """The main job end to end on the tiny Shapes setting: train, evaluate, checkpoint, resume."""
-import glob
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from configs import shapes_vqa
 from multimodal.training import trainer as trainer_lib
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.main_runs import read_scalars, run_main
 QUESTION_TYPES = ("exist", "count", "color", "shape", "size", "relation", "compare_count")
 
 
@@ -27,24 +22,6 @@ def tiny_config(data_dir, **overrides):
   for key, value in overrides.items():
     setattr(config, key, value)
   return config
-
-
-def read_scalars(workdir, tag):
-  """{step: value} of one scalar from the run's TensorBoard event files."""
-  values = {}
-  for path in sorted(glob.glob(os.path.join(workdir, "events.out.tfevents.*"))):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        if value.tag == tag:
-          values[event.step] = float(tf.make_ndarray(value.tensor))
-  return values
-
-
-def run_main(workdir, data_dir, *flags):
-  cmd = [sys.executable, "-m", "multimodal.main",
-         f"--config={REPO}/configs/shapes_vqa.py:tiny=true", f"--workdir={workdir}",
-         f"--config.data.data_dir={data_dir}", *flags]
-  return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
 
 
 def test_main_job_trains_evaluates_and_resumes(tmp_path, data_dir):
@@ -116,5 +93,7 @@ def test_checkpoint_that_does_not_fit_the_model_is_a_clear_error(tmp_path, data_
   trainer.train()
   trainer.close()
   config.model.head.hidden_dim = 24
+  with pytest.raises(ValueError, match=r"different config:\s+model.head.hidden_dim: 128 -> 24"):
+    trainer_lib.Trainer(config, str(tmp_path))
   with pytest.raises(ValueError, match=r"does not match the model[\s\S]*head\.hidden\.kernel"):
-    trainer_lib.Trainer(config, str(tmp_path)).restore()
+    trainer_lib.Trainer(config, str(tmp_path), allow_config_change=True).restore()

@@ -1,7 +1,7 @@
 """The input pipeline: TFDS -> per-host shard -> preprocessing -> shuffle/batch -> prefetch.
 
 Training streams are infinite and deterministic given the seed, so that a resumed run sees
-exactly the examples an uninterrupted run would: `skip_examples` drops the examples already
+exactly the examples an uninterrupted run would: `skip_batches` drops the examples already
 consumed before any decoding happens.
 """
 from __future__ import annotations
@@ -39,9 +39,25 @@ def get_builder(data: Any) -> tfds.core.DatasetBuilder:
   return builder
 
 
+def host_shards(num_shards: int | None = None) -> list[int]:
+  """The data shards this process reads: a contiguous block of `num_shards // process_count`.
+
+  A training stream is defined by its number of shards, not by the number of hosts: shard i
+  is the i-th even part of the split, shuffled with seed + i, and a global batch is the
+  shards' batches side by side. So a run with `data.num_shards=2` sees the same global
+  batches on one host as on two, and can resume on a different number of hosts.
+  """
+  num_shards = num_shards or jax.process_count()
+  if num_shards % jax.process_count():
+    raise ValueError(f"data.num_shards={num_shards} does not split over "
+                     f"{jax.process_count()} processes.")
+  per_host = num_shards // jax.process_count()
+  return list(range(jax.process_index() * per_host, (jax.process_index() + 1) * per_host))
+
+
 def make_dataset(builder: tfds.core.DatasetBuilder, *, split: str, pp: str, batch_size: int,
                  train: bool, seed: int = 0, shuffle_buffer: int = 10_000,
-                 skip_examples: int = 0,
+                 skip_batches: int = 0, num_shards: int | None = None,
                  extras: Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]] | None = None
                  ) -> tf.data.Dataset:
   """This host's batches of preprocessed examples.
@@ -52,26 +68,45 @@ def make_dataset(builder: tfds.core.DatasetBuilder, *, split: str, pp: str, batc
     batch_size: examples per batch on this host (global batch / process count).
     train: infinite, shuffled stream with full batches; otherwise one pass, last batch
       possibly smaller.
-    skip_examples: (train) examples already consumed by the run being resumed.
+    skip_batches: (train) batches already consumed by the run being resumed.
+    num_shards: (train) shards of the stream (see `host_shards`); default: one per process.
     extras: computes further features from the raw example, kept beside pp's output
       (evaluators use it to keep the question and answer strings for reporting).
   """
-  host_split = tfds.even_splits(split, jax.process_count(), drop_remainder=False)[
-      jax.process_index()]
-  ds = builder.as_dataset(split=host_split, shuffle_files=False,
-                          decoders={"image": tfds.decode.SkipDecoding()},
-                          read_config=tfds.ReadConfig(skip_prefetch=True))
-  if train:
-    # Shuffle with a fixed seed after repeat: one deterministic infinite stream per host.
-    ds = ds.repeat().shuffle(shuffle_buffer, seed=seed + jax.process_index())
-    ds = ds.skip(skip_examples)
   pp_fn = pp_lib.parse(pp)
 
   def preprocess(example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     return {**pp_fn(example), **(extras(example) if extras else {})}
 
-  ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  ds = ds.batch(batch_size, drop_remainder=train)
+  def read(shard: int, count: int) -> tf.data.Dataset:
+    return builder.as_dataset(split=tfds.even_splits(split, count, drop_remainder=False)[shard],
+                              shuffle_files=False,
+                              decoders={"image": tfds.decode.SkipDecoding()},
+                              read_config=tfds.ReadConfig(skip_prefetch=True))
+
+  if not train:
+    ds = read(jax.process_index(), jax.process_count())
+    ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+  shards = host_shards(num_shards)
+  if batch_size % len(shards):
+    raise ValueError(f"A host batch of {batch_size} does not split over this host's "
+                     f"{len(shards)} data shards.")
+  shard_batch = batch_size // len(shards)
+
+  def stream(shard: int) -> tf.data.Dataset:
+    # Shuffle with a fixed seed after repeat: one deterministic infinite stream per shard.
+    ds = read(shard, num_shards or jax.process_count()).repeat()
+    ds = ds.shuffle(shuffle_buffer, seed=seed + shard).skip(skip_batches * shard_batch)
+    ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(shard_batch, drop_remainder=True)
+
+  if len(shards) == 1:
+    ds = stream(shards[0])
+  else:
+    ds = tf.data.Dataset.zip(tuple(stream(i) for i in shards)).map(
+        lambda *parts: jax.tree.map(lambda *x: tf.concat(x, axis=0), *parts))
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -93,5 +128,14 @@ def to_global(batch: dict[str, np.ndarray], sharding: jax.sharding.Sharding
 
 
 def log_dataset(builder: tfds.core.DatasetBuilder) -> None:
+  """Logs the split sizes, and the bad records skipped while building (a user's data).
+
+  Builders record those in their info's metadata as "skipped/SPLIT/REASON": count.
+  """
   sizes = {s: i.num_examples for s, i in builder.info.splits.items()}
   logging.info("Dataset %s at %s: %s", builder.info.full_name, builder.data_dir, sizes)
+  skipped = {k.removeprefix("skipped/"): n for k, n in (builder.info.metadata or {}).items()
+             if k.startswith("skipped/")}
+  if skipped:
+    log = logging.warning if any(skipped.values()) else logging.info
+    log("Dataset %s: bad records skipped while building: %s", builder.info.full_name, skipped)

@@ -14,9 +14,14 @@ class MultiHeadAttention(nn.Module):
   Attributes:
     num_heads: number of heads; the width must divide by it.
     dtype: compute dtype (params stay float32).
+    key_bias: give the key projection a bias. It cannot change the output (it adds the same
+      q.b to every logit of a query, which the softmax cancels), so its gradient is exactly
+      zero and an adaptive optimizer only moves it by round-off noise; off by default, on
+      for converted weights of releases that have one (SigLIP, BEiT-3).
   """
   num_heads: int
   dtype: jnp.dtype = jnp.float32
+  key_bias: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, context: jax.Array | None = None,
@@ -28,14 +33,14 @@ class MultiHeadAttention(nn.Module):
       raise ValueError(f"Width {width} does not divide into {self.num_heads} heads.")
     head_dim = width // self.num_heads
 
-    def project(name: str, inputs: jax.Array) -> jax.Array:
+    def project(name: str, inputs: jax.Array, use_bias: bool = True) -> jax.Array:
       return nn.DenseGeneral(
-          (self.num_heads, head_dim), dtype=self.dtype, name=name,
+          (self.num_heads, head_dim), dtype=self.dtype, name=name, use_bias=use_bias,
           kernel_init=p.init(nn.initializers.xavier_uniform(), "embed", "heads", "kv"),
           bias_init=p.init(nn.initializers.zeros, "heads", "kv"))(inputs)
 
     q = project("query", x)
-    k = project("key", context)
+    k = project("key", context, use_bias=self.key_bias)
     v = project("value", context)
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(head_dim)
     if mask is not None:

@@ -25,11 +25,13 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def save(self, step: int, state: Any, force: bool = False) -> bool:
-    """Saves every `every_steps` steps (or when `force`d); asynchronous, returns at once."""
-    if not (force or (self.every_steps and step % self.every_steps == 0)):
-      return False
-    return self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+  def due(self, step: int) -> bool:
+    """Whether `step` is one of the every-`every_steps` saves."""
+    return bool(self.every_steps) and step % self.every_steps == 0
+
+  def save(self, step: int, state: Any) -> None:
+    """Starts writing `state` as checkpoint `step` and returns (the write is asynchronous)."""
+    self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
   def restore(self, state_template: Any, step: int | None = None) -> Any:
     """Restores `step` (default: latest) into the shardings and dtypes of `state_template`."""

@@ -5,6 +5,7 @@ from typing import Any, Callable
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import optax
 
 from multimodal.tasks import Task
@@ -13,30 +14,76 @@ from multimodal.training.train_state import TrainState
 Batch = dict[str, jax.Array]
 
 
+def split_micro_batches(batch: Batch, num: int) -> Batch:
+  """[B, ...] -> [num, B / num, ...], micro-batch j holding rows j, j + num, j + 2 num, ...
+
+  Interleaved rather than contiguous so that every device keeps an equal share of each
+  micro-batch (a device holds consecutive rows of the batch).
+  """
+  def split(x: jax.Array) -> jax.Array:
+    if x.shape[0] % num:
+      raise ValueError(f"A batch of {x.shape[0]} does not split into {num} micro-batches.")
+    return jnp.swapaxes(x.reshape((x.shape[0] // num, num) + x.shape[1:]), 0, 1)
+  return jax.tree.map(split, batch)
+
+
 def make_train_step(model: nn.Module, task: Task, optimizer: optax.GradientTransformation,
                     schedule: optax.Schedule, rng: jax.Array, state_shardings: Any,
                     batch_sharding: jax.sharding.Sharding,
-                    metrics_sharding: jax.sharding.Sharding
+                    metrics_sharding: jax.sharding.Sharding, grad_accum_steps: int = 1
                     ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
   """Returns the compiled step; the state is donated, so its buffers are reused in place.
 
+  grad_accum_steps: the batch is processed as that many micro-batches in a loop (`lax.scan`)
+    whose gradients and metrics are averaged: the same update as the whole batch at once
+    when the task's loss is a mean over examples, with activations of one micro-batch only.
+  A step whose loss or gradients are not finite leaves params and optimizer state unchanged
+  and counts itself in `state.skipped_steps` (the trainer decides whether to stop).
   Dropout keys derive from `rng` and the step, so a resumed run draws the same masks.
   """
 
-  def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
-    dropout_rng = jax.random.fold_in(rng, state.step)
-
+  def grads_and_metrics(params: Any, batch: Batch, dropout_rng: jax.Array
+                        ) -> tuple[Any, dict[str, jax.Array]]:
     def loss_fn(params: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
       outputs = model.apply({"params": params}, batch, train=True,
                             rngs={"dropout": dropout_rng})
       return task.loss(outputs, batch)
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return grads, {**metrics, "loss": loss}
 
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  def accumulated(params: Any, batch: Batch, dropout_rng: jax.Array
+                  ) -> tuple[Any, dict[str, jax.Array]]:
+    if grad_accum_steps == 1:
+      return grads_and_metrics(params, batch, dropout_rng)
+    micro = split_micro_batches(batch, grad_accum_steps)
+    keys = jax.random.split(dropout_rng, grad_accum_steps)
+    shapes = jax.eval_shape(grads_and_metrics, params,
+                            jax.tree.map(lambda x: x[0], micro), keys[0])
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), shapes)
+
+    def add(total: Any, inputs: tuple[Batch, jax.Array]) -> tuple[Any, None]:
+      out = grads_and_metrics(params, *inputs)
+      return jax.tree.map(lambda t, o: t + o.astype(jnp.float32), total, out), None
+
+    total, _ = jax.lax.scan(add, zeros, (micro, keys))
+    return jax.tree.map(lambda t: t / grad_accum_steps, total)
+
+  def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+    grads, metrics = accumulated(state.params, batch, jax.random.fold_in(rng, state.step))
+    grad_norm = optax.tree.norm(grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads),
-               "learning_rate": schedule(state.step)}
-    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
+    keep_if_finite = lambda new, old: jax.tree.map(
+        lambda n, o: jnp.where(finite, n, o), new, old)
+    new_state = TrainState(step=state.step + 1,
+                           params=keep_if_finite(params, state.params),
+                           opt_state=keep_if_finite(opt_state, state.opt_state),
+                           skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32))
+    metrics = {**metrics, "grad_norm": grad_norm, "learning_rate": schedule(state.step),
+               "nonfinite": (~finite).astype(jnp.float32),
+               "skipped_steps": new_state.skipped_steps.astype(jnp.float32)}
+    return new_state, metrics
 
   return jax.jit(step, in_shardings=(state_shardings, batch_sharding),
                  out_shardings=(state_shardings, metrics_sharding), donate_argnums=0)

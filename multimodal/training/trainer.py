@@ -18,7 +18,7 @@ from clu import metric_writers
 from multimodal import models, tasks
 from multimodal.data import pipeline
 from multimodal.evaluators import EVALUATORS, EvalContext
-from multimodal.training import sharding
+from multimodal.training import preemption, sharding, workdir_config
 from multimodal.training.checkpoint import Checkpointer
 from multimodal.training.optimizer import learning_rate_schedule, make_optimizer
 from multimodal.training.progress import Progress, format_duration
@@ -29,10 +29,14 @@ from multimodal.training.train_step import make_predict, make_train_step
 class Trainer:
   """Builds everything a run needs from a config; `train()` and `evaluate()` drive it."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str,
+               allow_config_change: bool = False):
+    if config.on_nonfinite not in ("stop", "skip"):
+      raise ValueError(f"on_nonfinite must be 'stop' or 'skip', got {config.on_nonfinite!r}.")
     self.config = config
     self.workdir = workdir
     os.makedirs(workdir, exist_ok=True)
+    workdir_config.check_and_record(config, workdir, allow_config_change)
     self.mesh = sharding.make_mesh(config.mesh)
     self.rules = tuple(tuple(rule) for rule in config.partition_rules)
     self.batch_sharding = sharding.batch_sharding(self.mesh)
@@ -54,7 +58,8 @@ class Trainer:
     self.train_step = make_train_step(
         self.model, self.task, self.optimizer,
         learning_rate_schedule(config.optimizer, config.total_steps),
-        jax.random.fold_in(rng, 1), self.state_shardings, self.batch_sharding, replicated)
+        jax.random.fold_in(rng, 1), self.state_shardings, self.batch_sharding, replicated,
+        grad_accum_steps=config.grad_accum_steps)
     predict = make_predict(self.model, self.task, self.state_shardings.params,
                            self.batch_sharding, replicated)
     context = EvalContext(builder=self.builder, task=self.task, predict=predict,
@@ -64,11 +69,12 @@ class Trainer:
     self.writer = metric_writers.create_default_writer(
         workdir, just_logging=jax.process_index() > 0)
 
-  def _dataset(self, skip_examples: int = 0):
+  def _dataset(self, skip_batches: int = 0):
     return pipeline.make_dataset(
         self.builder, split=self.config.data.split, pp=self.config.pp_train,
         batch_size=self.local_batch_size, train=True, seed=self.config.seed,
-        shuffle_buffer=self.config.data.shuffle_buffer, skip_examples=skip_examples)
+        shuffle_buffer=self.config.data.shuffle_buffer, skip_batches=skip_batches,
+        num_shards=self.config.data.num_shards)
 
   def _example_batch(self) -> dict[str, jax.ShapeDtypeStruct]:
     """Global-batch shapes of the model inputs, read off the pipeline without running it."""
@@ -92,6 +98,10 @@ class Trainer:
     """Trains from the latest checkpoint to `total_steps`; returns the last step trained.
 
     stop_at: end this call after that step (saving a checkpoint there); a later call resumes.
+    Raises:
+      preemption.Preempted: after a SIGTERM, once the current step's checkpoint is saved.
+      FloatingPointError: (on_nonfinite="stop") at a step whose loss or gradients are not
+        finite; no checkpoint after the last good step is written.
     """
     config = self.config
     end = config.total_steps if stop_at is None else min(stop_at, config.total_steps)
@@ -100,29 +110,58 @@ class Trainer:
       logging.info("The run already reached step %d of %d: evaluating only.", start,
                    config.total_steps)
       return start
-    batches = self._dataset(skip_examples=start * self.local_batch_size).as_numpy_iterator()
+    batches = self._dataset(skip_batches=start).as_numpy_iterator()
     progress = Progress(start, config.total_steps)
-    pending = []
+    pending: list[tuple[int, dict[str, jax.Array]]] = []
     t0 = time.perf_counter()
-    for step in range(start + 1, end + 1):
-      batch = pipeline.to_global(next(batches), self.batch_sharding)
-      self.state, metrics = self.train_step(self.state, batch)
-      pending.append(metrics)
-      if step % config.log_every_steps == 0 or step == end:
-        means = {k: float(np.mean([m[k] for m in jax.device_get(pending)])) for k in pending[0]}
-        pending = []
-        means.update(progress.report(step, means))
-        self.writer.write_scalars(step, {f"train/{k}": v for k, v in means.items()})
-      for name, evaluator in self.evaluators.items():
-        if evaluator.every_steps and step % evaluator.every_steps == 0 and step < config.total_steps:
-          tic = time.perf_counter()
-          self._write_eval(step, self._run_eval(name, step))
-          progress.pause(time.perf_counter() - tic)
-      self.checkpointer.save(step, self.state, force=step == end)
+    with preemption.StopSignal() as stop_signal:
+      for step in range(start + 1, end + 1):
+        batch = pipeline.to_global(next(batches), self.batch_sharding)
+        self.state, metrics = self.train_step(self.state, batch)
+        pending.append((step, metrics))
+        preempted = stop_signal.requested(step)
+        saving = preempted or step == end or self.checkpointer.due(step)
+        if saving or step % config.log_every_steps == 0:
+          self._log_train_metrics(jax.device_get(pending), progress)
+          pending = []
+        for name, evaluator in self.evaluators.items():
+          if evaluator.every_steps and step % evaluator.every_steps == 0 and step < config.total_steps:
+            tic = time.perf_counter()
+            self._write_eval(step, self._run_eval(name, step))
+            progress.pause(time.perf_counter() - tic)
+        if saving:
+          self.checkpointer.save(step, self.state)
+        if preempted:
+          self.checkpointer.wait()
+          self.writer.flush()
+          raise preemption.Preempted(step, self.checkpointer.directory)
     self.checkpointer.wait()
     logging.info("Trained steps %d to %d in %s.", start + 1, end,
                  format_duration(time.perf_counter() - t0))
     return end
+
+  def _log_train_metrics(self, steps: list[tuple[int, dict[str, np.ndarray]]],
+                         progress: Progress) -> None:
+    """Writes the means over `steps` of each metric; acts on non-finite steps among them."""
+    bad = [(step, m) for step, m in steps if m["nonfinite"]]
+    if bad and self.config.on_nonfinite == "stop":
+      self.checkpointer.wait()
+      step, m = bad[0]
+      names = ", ".join(f"{k}={float(v)}" for k, v in sorted(m.items())
+                        if not np.isfinite(v))
+      raise FloatingPointError(
+          f"Non-finite values at step {step}: {names}. The run stopped; its last good "
+          f"checkpoint is step {self.checkpointer.latest_step()} in "
+          f"{self.checkpointer.directory}. (on_nonfinite='skip' skips such steps instead.)")
+    if bad:
+      logging.warning("Skipped non-finite steps %s (%d skipped so far in this run).",
+                      [step for step, _ in bad], int(steps[-1][1]["skipped_steps"]))
+    good = [m for _, m in steps if not m["nonfinite"]] or [m for _, m in steps]
+    means = {k: float(np.mean([m[k] for m in good])) for k in good[0] if k != "nonfinite"}
+    means["skipped_steps"] = float(steps[-1][1]["skipped_steps"])
+    step = steps[-1][0]
+    means.update(progress.report(step, means))
+    self.writer.write_scalars(step, {f"train/{k}": v for k, v in means.items()})
 
   def _run_eval(self, name: str, step: int) -> dict[str, float]:
     evaluator = self.evaluators[name]
@@ -154,9 +193,10 @@ class Trainer:
     self.writer.close()
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       allow_config_change: bool = False) -> dict[str, float]:
   """The main job: train (or resume) to `total_steps`, evaluate, write results.json."""
-  trainer = Trainer(config, workdir)
+  trainer = Trainer(config, workdir, allow_config_change)
   try:
     return trainer.evaluate(trainer.train())
   finally:
@@ -164,9 +204,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
-                        step: int | None = None) -> dict[str, float]:
+                        step: int | None = None, allow_config_change: bool = False
+                        ) -> dict[str, float]:
   """Evaluation only: restores the latest (or given) checkpoint in the workdir."""
-  trainer = Trainer(config, workdir)
+  trainer = Trainer(config, workdir, allow_config_change)
   try:
     if step is None and trainer.checkpointer.latest_step() is None:
       raise FileNotFoundError(f"No checkpoint to evaluate in {trainer.checkpointer.directory}.")
