@@ -10,7 +10,8 @@ Arguments (`--config=configs/jsonl_vqa.py:ARG`, comma-separated key=value):
   answers             answer vocabulary, one per line (default: MANUAL_DIR/answers.txt)
   res=224             image resolution fed to the model
   variant=small       ViT and text encoder size (micro, tiny, small, base, large)
-  strict=false        fail on the first unreadable image instead of skipping and counting
+  strict=false        fail on the first bad record (named by file, line and reason) instead
+                      of skipping it and counting it per reason
   total_steps=20000, batch_size=256, max_len=32
 """
 import os

@@ -1,8 +1,11 @@
 """Training on one's own VQA data is a config change: configs/jsonl_vqa.py end to end."""
 import json
+import logging
 import os
 
+import tensorflow_datasets as tfds
 from PIL import Image
+from test_jsonl_vqa import write_hard_records
 
 from configs import jsonl_vqa
 from multimodal.data.shapes import render, scenes, vqa_questions
@@ -30,18 +33,24 @@ def write_user_dataset(root, num_train=24, num_validation=8):
   (root / "answers.txt").write_text("\n".join(sorted(answers)) + "\n")
 
 
-def test_jsonl_config_trains_and_evaluates_on_user_files(tmp_path):
+def test_jsonl_config_trains_and_evaluates_on_user_files(tmp_path, caplog):
   data = tmp_path / "my_vqa"
   data.mkdir()
   write_user_dataset(data)
+  skipped = write_hard_records(data)  # Bad records of every kind, odd Unicode, long texts.
   config = jsonl_vqa.get_config(f"manual_dir={data},tokenizer=shapes,res=32,variant=micro,"
                                 "total_steps=3,batch_size=8,max_len=16")
   config.data.data_dir = str(tmp_path / "tfds")
   config.model.fusion.update(width=64, depth=1, num_heads=2, mlp_dim=128)
   config.evals.validation.batch_size = 8
-  results = trainer_lib.train_and_evaluate(config, str(tmp_path / "run"))
+  with caplog.at_level(logging.INFO):
+    results = trainer_lib.train_and_evaluate(config, str(tmp_path / "run"))
   assert results["step"] == 3
   assert results["validation/vqa/num_examples"] == 8
   assert 0.0 <= results["validation/vqa/accuracy"] <= 1.0
   with open(tmp_path / "run" / "results.json") as f:
     assert json.load(f) == results
+  skipped["skipped/validation/total"] = 0
+  assert dict(tfds.builder("jsonl_vqa", data_dir=config.data.data_dir).info.metadata) == skipped
+  train_total = f"'train/total': {skipped['skipped/train/total']}"
+  assert "bad records skipped while building" in caplog.text and train_total in caplog.text

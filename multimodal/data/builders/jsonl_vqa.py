@@ -1,20 +1,24 @@
 """`jsonl_vqa`: a user's own VQA data, from JSONL files and images in TFDS's manual_dir.
 
 Build it with `tfds.builder("jsonl_vqa", data_dir=...).download_and_prepare(
-download_config=tfds.download.DownloadConfig(manual_dir=DIR))` (config `jsonl_vqa/strict` to
-fail on the first bad image instead of skipping it).
+download_config=tfds.download.DownloadConfig(manual_dir=DIR))`. Bad records are skipped and
+counted per reason (`REASONS`), in the log and in `builder.info.metadata` as
+"skipped/SPLIT/REASON" (and "skipped/SPLIT/total"); config `jsonl_vqa/strict` fails on the
+first one instead, naming the file, the line and the reason.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import re
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
-from absl import flags, logging
-from etils import epath
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from absl import flags, logging
+from etils import epath
 
 from multimodal.data.builders.vqa_features import vqa_features
 
@@ -29,92 +33,169 @@ _FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "question_type": (lambda v: isinstance(v, str), "a string"),
     "question_id": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an int"),
 }
-_NUM_LISTED = 5  # Bad images named in the end-of-split log.
+# Why a record is skipped (or, strict, an error), in the order the checks run.
+REASONS = ("invalid_json", "invalid_unicode", "missing_field", "wrong_type", "text_too_long",
+           "duplicate_question_id", "missing_image", "unreadable_image", "empty_image_file",
+           "corrupt_image")
+# Longer texts are junk rather than questions; the `tok` op truncates anything shorter.
+MAX_TEXT_CHARS = 10_000
+_NUM_LISTED = 5  # Bad records named in the end-of-file log line.
 
 _INSTRUCTIONS = """\
 Put your VQA data in the manual_dir:
   train.jsonl, validation.jsonl (and optionally test.jsonl), plus the images they name.
-One JSON object per line:
+One JSON object per line, UTF-8:
   {"image": "images/0001.png", "question": "What color is the ball?",
    "answers": ["red", "red", "dark red"], "question_type": "what color", "question_id": 17}
 - image: path relative to the JSONL file's folder; PNG or JPEG, any size (stored unchanged).
-- question: a string; may be empty (the `tok` op then gives just the BOS token).
+- question: a string in any language or script, kept as is; may be empty (the `tok` op then
+  gives just the BOS token).
 - answers: a list of strings, one per annotator (empty for an unlabeled test split).
 - question_type: optional string, "" when absent.
 - question_id: optional int, unique within a file; defaults to the line number (from 1).
-Lines with bad JSON or missing/mistyped keys are errors naming the file and line. Images are
-fully decoded while building: a missing or corrupt one is skipped and counted in the log
-(config `jsonl_vqa/strict`: an error naming the file and line instead).
+Bad records are skipped and counted per reason in the log: invalid JSON or UTF-8, a missing or
+mistyped key, a text over max_text_chars (10,000) characters, a repeated question_id, an image
+that is missing, unreadable, empty (0 bytes) or does not decode (images are fully decoded
+while building). Config `jsonl_vqa/strict`: the first one is an error naming the file and line.
 """
 
 
-def read_jsonl(path: epath.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
-  """Yields (line number, record) with all five keys set, after checking each line."""
+class BadRecord(ValueError):
+  """Why one JSONL record cannot be an example: `reason` (one of REASONS) and the details."""
+
+  def __init__(self, reason: str, detail: str):
+    super().__init__(f"{reason}: {detail}")
+    self.reason = reason
+
+
+def read_jsonl(path: epath.PathLike, *, read_images: bool = False, strict: bool = False,
+               max_text_chars: int = MAX_TEXT_CHARS,
+               skipped: collections.Counter[str] | None = None
+               ) -> Iterator[tuple[int, dict[str, Any]]]:
+  """Yields (line number, record) of each good line, with all five keys set.
+
+  With read_images, the record's "image" is the image file's encoded bytes (checked to decode)
+  instead of its path. A bad line is skipped and counted per reason in `skipped`, and the
+  counts are logged in one line at the end; strict: it is a ValueError naming the file, the
+  line and the reason instead.
+  """
   path = epath.Path(path)
-  first_line_of_id: dict[int, int] = {}
-  with path.open(encoding="utf-8") as f:
+  skipped = collections.Counter() if skipped is None else skipped
+  listed: list[str] = []
+  line_of_id: dict[int, int] = {}
+  num_records = 0
+  with path.open("rb") as f:
     for line_no, line in enumerate(f, start=1):
-      if line.strip():
-        record = _parse_line(line, f"{path}:{line_no}", default_id=line_no)
+      if not line.strip():
+        continue
+      num_records += 1
+      try:
+        record = _parse_line(line, default_id=line_no, max_text_chars=max_text_chars)
         qid = record["question_id"]
-        if qid in first_line_of_id:
-          raise ValueError(f"{path}:{line_no}: question_id {qid} is already used on line"
-                           f" {first_line_of_id[qid]}.")
-        first_line_of_id[qid] = line_no
-        yield line_no, record
+        if qid in line_of_id:
+          raise BadRecord("duplicate_question_id",
+                          f"question_id {qid} is already used on line {line_of_id[qid]}")
+        if read_images:
+          record["image"] = _read_checked_image(path.parent / record["image"])
+      except BadRecord as e:
+        if strict:
+          raise ValueError(f"{path}:{line_no}: {e}") from None
+        skipped[e.reason] += 1
+        if len(listed) < _NUM_LISTED:
+          listed.append(f"line {line_no}: {e}")
+        continue
+      line_of_id[qid] = line_no
+      yield line_no, record
+  _log_skipped(path, skipped, num_records, listed)
 
 
-def _parse_line(line: str, where: str, default_id: int) -> dict[str, Any]:
-  """One JSONL line -> record; a ValueError naming `where` ("file:line") if malformed."""
+def _log_skipped(path: epath.Path, skipped: collections.Counter[str], num_records: int,
+                 listed: list[str]) -> None:
+  total = sum(skipped.values())
+  counts = ", ".join(f"{reason}={skipped[reason]}" for reason in REASONS if skipped[reason])
+  log = logging.warning if total else logging.info
+  log("jsonl_vqa: %s: skipped %d of %d records%s", path, total, num_records,
+      f" ({counts}); the first ones: {'; '.join(listed)}" if total else ".")
+
+
+def _parse_line(line: bytes, default_id: int, max_text_chars: int) -> dict[str, Any]:
+  """One JSONL line -> record with all five keys; a BadRecord saying what is wrong."""
   try:
-    obj = json.loads(line)
+    obj = json.loads(line.decode("utf-8-sig"))  # -sig: a BOM that an editor put first.
+  except UnicodeDecodeError as e:
+    raise BadRecord("invalid_unicode", f"not UTF-8 ({e.reason} at byte {e.start})") from None
   except json.JSONDecodeError as e:
-    raise ValueError(f"{where}: invalid JSON ({e.msg}).") from None
+    raise BadRecord("invalid_json", f"{e.msg} at column {e.colno}") from None
+  except RecursionError:
+    raise BadRecord("invalid_json", "nested too deeply") from None
   if not isinstance(obj, dict):
-    raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}.")
+    raise BadRecord("invalid_json", f"expected a JSON object, got {type(obj).__name__}")
   missing = [k for k in _REQUIRED if k not in obj]
   if missing:
-    raise ValueError(f"{where}: missing key(s) {missing}; each line needs {list(_REQUIRED)}.")
+    raise BadRecord("missing_field",
+                    f"missing key(s) {missing}; each line needs {list(_REQUIRED)}")
   record = {"question_type": "", "question_id": default_id, **obj}
   for key, (is_valid, expected) in _FIELDS.items():
     if not is_valid(record[key]):
-      raise ValueError(f"{where}: {key!r} must be {expected}, got {record[key]!r}.")
+      raise BadRecord("wrong_type", f"{key!r} must be {expected}, got {record[key]!r:.100}")
+  texts = [(k, record[k]) for k in ("image", "question", "question_type")]
+  for key, text in texts + [("answers", a) for a in record["answers"]]:
+    if len(text) > max_text_chars:
+      raise BadRecord("text_too_long", f"{key!r} has {len(text):,} characters, over"
+                      f" max_text_chars={max_text_chars:,}")
+    try:
+      text.encode("utf-8")
+    except UnicodeEncodeError as e:  # JSON escapes of lone surrogates, e.g. "\\ud800".
+      raise BadRecord("invalid_unicode", f"{key!r} is not valid Unicode ({e.reason})") from None
   return {k: record[k] for k in _FIELDS}
 
 
 def _read_checked_image(path: epath.Path) -> bytes:
-  """The file's encoded bytes, once they fully decode; else a ValueError saying why."""
+  """The file's encoded bytes, once they fully decode; else a BadRecord saying why."""
   try:
     data = path.read_bytes()
-  except OSError as e:
-    raise ValueError(f"cannot read {path}: {e.strerror or e}") from None
+  except FileNotFoundError:
+    raise BadRecord("missing_image", f"no image file {path}") from None
+  except (OSError, ValueError) as e:  # ValueError: a NUL in the path.
+    raise BadRecord("unreadable_image", f"cannot read {path}: {e}") from None
+  if not data:
+    raise BadRecord("empty_image_file", f"{path} is empty (0 bytes)")
   try:
-    tf.io.decode_image(data, channels=3, expand_animations=False)  # As the `decode` op does.
+    # As the `decode` op does; TF rejects images with zero width or height too.
+    tf.io.decode_image(data, channels=3, expand_animations=False)
   except tf.errors.OpError as e:
     reason = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\]", "", e.message)
-    raise ValueError(f"cannot decode {path}: {reason}") from None
+    raise BadRecord("corrupt_image", f"cannot decode {path}: {reason}") from None
   return data
 
 
 @dataclasses.dataclass(eq=False)
 class JsonlVqaConfig(tfds.core.BuilderConfig):
-  """strict: a missing or corrupt image is an error, instead of being skipped and counted."""
+  """strict: a bad record is an error instead of being skipped and counted.
+
+  max_text_chars: a record with a longer text (question, answer, ...) is bad.
+  """
   strict: bool = False
+  max_text_chars: int = MAX_TEXT_CHARS
 
 
 class JsonlVqa(tfds.core.GeneratorBasedBuilder):
   """A user's VQA data in JSONL files; see MANUAL_DOWNLOAD_INSTRUCTIONS for the format."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "Initial release.",
+      "1.1.0": "Every kind of bad record is skipped and counted per reason (info.metadata).",
+  }
   MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
   BUILDER_CONFIGS = [
-      JsonlVqaConfig(name="default", description="Skips (and counts) bad images."),
-      JsonlVqaConfig(name="strict", strict=True, description="A bad image is an error."),
+      JsonlVqaConfig(name="default", description="Skips (and counts) bad records."),
+      JsonlVqaConfig(name="strict", strict=True, description="A bad record is an error."),
   ]
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(features=vqa_features())
+    return self.dataset_info_from_configs(features=vqa_features(),
+                                          metadata=tfds.core.MetadataDict())
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     files = {split: dl_manager.manual_dir / f"{split}.jsonl" for split in _SPLITS}
@@ -123,26 +204,16 @@ class JsonlVqa(tfds.core.GeneratorBasedBuilder):
       raise FileNotFoundError(
           f"jsonl_vqa: {missing} not found in the manual_dir {dl_manager.manual_dir}.\n"
           + _INSTRUCTIONS)
-    return {split: self._generate_examples(f) for split, f in files.items() if f.exists()}
+    return {split: self._generate_examples(f, split) for split, f in files.items()
+            if f.exists()}
 
-  def _generate_examples(self, path: epath.Path):
-    bad: list[str] = []
-    num_lines = 0
-    for line_no, record in read_jsonl(path):
-      num_lines += 1
-      try:
-        image = _read_checked_image(path.parent / record["image"])
-      except ValueError as e:
-        if self.builder_config.strict:
-          raise ValueError(f"{path}:{line_no}: {e}") from None
-        bad.append(f"line {line_no}: {e}")
-        continue
-      yield line_no, {**record, "image": image}
-    if bad:
-      logging.warning(
-          "jsonl_vqa: skipped %d of %d examples of %s for bad images (config jsonl_vqa/strict"
-          " fails instead); the first ones: %s", len(bad), num_lines, path,
-          "; ".join(bad[:_NUM_LISTED]))
+  def _generate_examples(self, path: epath.Path, split: str):
+    config = self.builder_config
+    skipped = collections.Counter()
+    yield from read_jsonl(path, read_images=True, strict=config.strict,
+                          max_text_chars=config.max_text_chars, skipped=skipped)
+    counts = {**skipped, "total": skipped.total()}
+    self.info.metadata.update({f"skipped/{split}/{k}": n for k, n in counts.items()})
 
 
 def define_source_flags() -> None:
