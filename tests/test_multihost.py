@@ -16,8 +16,14 @@ import numpy as np
 import pytest
 
 from multimodal.training.preemption import PREEMPTED_EXIT_CODE
-from tests.main_runs import (REPO, main_command, main_env, read_params, read_scalars,
-                             run_main)
+from tests.main_runs import (
+  REPO,
+  main_command,
+  main_env,
+  read_params,
+  read_scalars,
+  run_main,
+)
 
 STEPS = 8
 FLAGS = (f"--config.total_steps={STEPS}", "--config.log_every_steps=1",

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 from typing import Any
 
 import jax
 import tensorflow as tf
 from absl import logging
+from etils import epath
 
 from multimodal.data import pipeline
 from multimodal.evaluators import common
@@ -69,12 +69,10 @@ class VqaEvaluator:
     return accuracy_by_type(records)
 
   def _write(self, records: list[dict[str, Any]], step: int) -> None:
-    folder = os.path.join(self.context.workdir, "predictions")
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"{self.name}_step{step}.jsonl")
-    with open(path, "w") as f:
-      for record in records:
-        f.write(json.dumps(record) + "\n")
+    folder = epath.Path(self.context.workdir) / "predictions"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{self.name}_step{step}.jsonl"
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
     logging.info("Wrote %d predictions to %s", len(records), path)
 
 

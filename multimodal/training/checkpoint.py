@@ -5,18 +5,20 @@ killed mid-save keeps its previous checkpoint intact.
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 
 class Checkpointer:
   """Saves and restores the sharded train state under `WORKDIR/checkpoints/STEP`."""
 
   def __init__(self, directory: str, every_steps: int, keep: int):
-    self.directory = os.path.abspath(directory)
+    # Local paths made absolute (orbax needs that); gs:// and other remote paths kept as given.
+    self.directory = str(epath.Path(directory).resolve() if "://" not in directory
+                         else epath.Path(directory))
     self.manager = ocp.CheckpointManager(
         self.directory, item_handlers=ocp.StandardCheckpointHandler(),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))

@@ -6,7 +6,6 @@ the model and the evaluators, and the config says which.
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import jax
@@ -14,6 +13,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 from clu import metric_writers
+from etils import epath
 
 from multimodal import models, tasks
 from multimodal.data import pipeline
@@ -35,7 +35,7 @@ class Trainer:
       raise ValueError(f"on_nonfinite must be 'stop' or 'skip', got {config.on_nonfinite!r}.")
     self.config = config
     self.workdir = workdir
-    os.makedirs(workdir, exist_ok=True)
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # local, gs://, ...
     workdir_config.check_and_record(config, workdir, allow_config_change)
     self.mesh = sharding.make_mesh(config.mesh)
     self.rules = tuple(tuple(rule) for rule in config.partition_rules)
@@ -46,7 +46,7 @@ class Trainer:
     pipeline.log_dataset(self.builder)
     self.local_batch_size = pipeline.host_batch_size(config.batch_size)
     self.optimizer = make_optimizer(config.optimizer, config.total_steps)
-    self.checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
+    self.checkpointer = Checkpointer(str(epath.Path(workdir) / "checkpoints"),
                                      config.checkpoint.every_steps, config.checkpoint.keep)
     rng = jax.random.key(config.seed)
     self.state, self.state_shardings = create_sharded_state(
@@ -182,9 +182,8 @@ class Trainer:
     self._write_eval(step, {k: v for k, v in results.items() if k != "step"})
     self.writer.flush()
     if jax.process_index() == 0:
-      path = os.path.join(self.workdir, "results.json")
-      with open(path, "w") as f:
-        json.dump(results, f, indent=2, sort_keys=True)
+      path = epath.Path(self.workdir) / "results.json"
+      path.write_text(json.dumps(results, indent=2, sort_keys=True))
       logging.info("Wrote %s", path)
     return results
 

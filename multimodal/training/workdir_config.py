@@ -6,12 +6,12 @@ restore), so the trainer refuses unless asked: `--allow_config_change`.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import jax
 import ml_collections
 from absl import logging
+from etils import epath
 
 FILENAME = "config.json"
 # Settings that change how a run is watched or stored, not what it computes.
@@ -46,11 +46,10 @@ def check_and_record(config: ml_collections.ConfigDict, workdir: str,
     ValueError: naming every differing setting, unless `allow_change` (then the new config is
       recorded and the differences logged).
   """
-  path = os.path.join(workdir, FILENAME)
+  path = epath.Path(workdir) / FILENAME
   new = json.loads(config.to_json_best_effort())
-  if os.path.exists(path):
-    with open(path) as f:
-      diffs = differences(json.load(f), new)
+  if path.exists():
+    diffs = differences(json.loads(path.read_text()), new)
     if diffs and not allow_change:
       shown = "\n  ".join(diffs)
       raise ValueError(f"The workdir {workdir} was started with a different config:\n  {shown}\n"
@@ -59,5 +58,4 @@ def check_and_record(config: ml_collections.ConfigDict, workdir: str,
     if diffs:
       logging.warning("Continuing %s with a changed config:\n  %s", workdir, "\n  ".join(diffs))
   if jax.process_index() == 0:
-    with open(path, "w") as f:
-      json.dump(new, f, indent=2, sort_keys=True)
+    path.write_text(json.dumps(new, indent=2, sort_keys=True))
