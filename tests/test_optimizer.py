@@ -45,3 +45,10 @@ def test_gradients_are_clipped_to_the_global_norm():
   # Adam normalises the step, so clipping shows only in the moments: mu = (1 - b1) * clipped.
   _, state = optimizer.update(grads, optimizer.init(params), params)
   np.testing.assert_allclose(state[1][0].mu["w"], 0.1 * out["w"], rtol=1e-6)
+
+
+def test_weight_decay_skips_the_layers_axis_of_scanned_blocks():
+  params = {"blocks": {"dense": {"kernel": jnp.ones((4, 2, 3)), "bias": jnp.ones((4, 3))}},
+            "pos": jnp.ones((5, 3))}
+  assert decay_mask(params) == {"blocks": {"dense": {"kernel": True, "bias": False}},
+                                "pos": True}

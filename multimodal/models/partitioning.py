@@ -4,7 +4,8 @@ Parameter axes used by the models:
   embed  - the model width;          mlp   - the feed-forward hidden width;
   heads  - attention heads;          kv    - per-head width;
   vocab  - token embeddings' rows;   classes - output classes / answers;
-  conv_in, conv_out - convolution channels; pos - position-embedding rows.
+  conv_in, conv_out - convolution channels; pos - position-embedding rows;
+  layers - the stacked blocks of a scanned transformer (`scan_layers`).
 Activations use `batch` for the batch axis.
 """
 from __future__ import annotations
@@ -14,6 +15,10 @@ from typing import Callable
 import flax.linen as nn
 
 Initializer = Callable[..., object]
+
+LAYERS = "layers"
+# The params entry of a scanned stack of blocks; each param under it has a leading `layers` axis.
+STACKED_BLOCKS = "blocks"
 
 
 def init(initializer: Initializer, *axes: str | None) -> Initializer:

@@ -21,6 +21,7 @@ class TextEncoder(nn.Module):
   Attributes:
     vocab_size: rows of the token embedding (the tokenizer's vocabulary size).
     pool_type: "cls" (the first token, which the `tok` op makes BOS), "gap", "map", "none".
+    remat, remat_policy, scan_layers: how the transformer blocks run (see `Encoder`).
   """
   vocab_size: int
   variant: str | None = "tiny"
@@ -31,6 +32,9 @@ class TextEncoder(nn.Module):
   pool_type: str = "gap"
   dropout: float = 0.0
   dtype: jnp.dtype = jnp.float32
+  remat: bool = False
+  remat_policy: str = "nothing_saveable"
+  scan_layers: bool = False
 
   @nn.compact
   def __call__(self, tokens: jax.Array, mask: jax.Array, *, train: bool) -> Features:
@@ -43,6 +47,7 @@ class TextEncoder(nn.Module):
     x = AddPositionEmbedding("learn", name="posemb")(x)
     x = nn.Dropout(self.dropout)(x, deterministic=not train)
     x = Encoder(size["depth"], size["num_heads"], size["mlp_dim"], self.dropout, self.dtype,
+                remat=self.remat, remat_policy=self.remat_policy, scan_layers=self.scan_layers,
                 name="encoder")(x, mask, train=train)
     map_pool = (MapPooling(size["num_heads"], size["mlp_dim"], self.dtype, name="map")
                 if self.pool_type == "map" else None)

@@ -68,6 +68,7 @@ class ViT(nn.Module):
       each followed by a LayerNorm over channels when `stem_norm`).
     posemb: "learn" or "sincos2d".
     pool_type: "cls" (adds a class token), "gap", "map" or "none".
+    remat, remat_policy, scan_layers: how the transformer blocks run (see `Encoder`).
   """
   variant: str | None = "tiny"
   width: int | None = None
@@ -82,6 +83,9 @@ class ViT(nn.Module):
   pool_type: str = "gap"
   dropout: float = 0.0
   dtype: jnp.dtype = jnp.float32
+  remat: bool = False
+  remat_policy: str = "nothing_saveable"
+  scan_layers: bool = False
 
   @nn.compact
   def __call__(self, images: jax.Array, *, train: bool) -> Features:
@@ -108,6 +112,7 @@ class ViT(nn.Module):
     x = nn.Dropout(self.dropout)(x, deterministic=not train)
     mask = jnp.ones(x.shape[:2], dtype=bool)
     x = Encoder(size["depth"], size["num_heads"], size["mlp_dim"], self.dropout, self.dtype,
+                remat=self.remat, remat_policy=self.remat_policy, scan_layers=self.scan_layers,
                 name="encoder")(x, mask, train=train)
     map_pool = (MapPooling(size["num_heads"], size["mlp_dim"], self.dtype, name="map")
                 if self.pool_type == "map" else None)

@@ -6,6 +6,8 @@ from typing import Any
 import jax
 import optax
 
+from multimodal.models import partitioning as p
+
 
 def learning_rate_schedule(config: Any, total_steps: int) -> optax.Schedule:
   """Linear warmup from 0 to `learning_rate`, then cosine decay to `end_lr_fraction` of it."""
@@ -17,8 +19,15 @@ def learning_rate_schedule(config: Any, total_steps: int) -> optax.Schedule:
 
 
 def decay_mask(params: Any) -> Any:
-  """Weight decay on matrices and kernels only: not on biases, norms' scales, or scalars."""
-  return jax.tree.map(lambda x: x.ndim > 1, params)
+  """Weight decay on matrices and kernels only: not on biases, norms' scales, or scalars.
+
+  A scanned stack's params carry a leading `layers` axis that does not count.
+  """
+  def is_matrix(path: tuple[Any, ...], x: Any) -> bool:
+    stacked = any(getattr(key, "key", None) == p.STACKED_BLOCKS for key in path)
+    return x.ndim - stacked > 1
+
+  return jax.tree_util.tree_map_with_path(is_matrix, params)
 
 
 def make_optimizer(config: Any, total_steps: int) -> optax.GradientTransformation:

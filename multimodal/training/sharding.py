@@ -12,7 +12,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 MESH_AXES = ("data", "fsdp", "model")
 
 # Data parallel over `data`, parameters and optimizer state sharded over `fsdp` along the
-# model width, tensor parallel over `model` for heads and MLP hidden units.
+# model width, tensor parallel over `model` for heads and MLP hidden units. A scanned stack's
+# `layers` axis stays whole on every device (the scan slices it one layer per step).
 DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("batch", ("data", "fsdp")),
     ("embed", "fsdp"),
@@ -24,6 +25,7 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("pos", None),
     ("conv_in", None),
     ("conv_out", None),
+    ("layers", None),
 )
 
 

@@ -1,13 +1,15 @@
 """Cross-attention fusion: one modality's tokens attend to another's."""
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax.numpy as jnp
 
 from multimodal.models.attention import padding_mask
 from multimodal.models.features import Features, Fused, masked_mean
 from multimodal.models.fusion.registry import FUSION
-from multimodal.models.transformer import EncoderBlock, dense, layer_norm
+from multimodal.models.transformer import EncoderBlock, dense, layer_norm, stack_blocks
 
 
 @FUSION.register("cross_attention")
@@ -19,6 +21,7 @@ class CrossAttention(nn.Module):
     query: the modality whose tokens are updated and pooled (e.g. "text").
     context: the modality attended to (e.g. "image").
     width, depth, num_heads, mlp_dim: sizes of the fusion stack; inputs are projected to width.
+    remat, remat_policy, scan_layers: how the transformer blocks run (see `Encoder`).
   """
   query: str = "text"
   context: str = "image"
@@ -28,6 +31,9 @@ class CrossAttention(nn.Module):
   mlp_dim: int = 256
   dropout: float = 0.0
   dtype: jnp.dtype = jnp.float32
+  remat: bool = False
+  remat_policy: str = "nothing_saveable"
+  scan_layers: bool = False
 
   @nn.compact
   def __call__(self, features: dict[str, Features], *, train: bool) -> Fused:
@@ -40,9 +46,10 @@ class CrossAttention(nn.Module):
     context = dense(self.width, None, "embed", "context_proj", self.dtype)(c.tokens)
     self_mask = padding_mask(None, q.mask)
     cross_mask = padding_mask(None, c.mask)
-    for i in range(self.depth):
-      x = EncoderBlock(self.num_heads, self.mlp_dim, self.dropout, cross_attention=True,
-                       dtype=self.dtype, name=f"block{i}")(
-                           x, self_mask, train=train, context=context, context_mask=cross_mask)
+    make_block = functools.partial(EncoderBlock, self.num_heads, self.mlp_dim, self.dropout,
+                                   cross_attention=True, dtype=self.dtype)
+    x = stack_blocks(make_block, self.depth, x, self_mask, train=train, context=context,
+                     context_mask=cross_mask, remat=self.remat, policy=self.remat_policy,
+                     scan_layers=self.scan_layers)
     x = layer_norm("ln_final", self.dtype)(x)
     return Fused(tokens=x, mask=q.mask, pooled=masked_mean(x, q.mask))

@@ -16,7 +16,8 @@ class Early(nn.Module):
   embedding and concatenated behind a learned fusion token; a transformer runs over the joint
   sequence (padding masked), and the fusion token's output is the pooled vector.
 
-  Works for any number of modalities, in sorted name order.
+  Works for any number of modalities, in sorted name order. `remat`, `remat_policy` and
+  `scan_layers` set how the transformer blocks run (see `Encoder`).
   """
   width: int = 128
   depth: int = 2
@@ -24,6 +25,9 @@ class Early(nn.Module):
   mlp_dim: int = 256
   dropout: float = 0.0
   dtype: jnp.dtype = jnp.float32
+  remat: bool = False
+  remat_policy: str = "nothing_saveable"
+  scan_layers: bool = False
 
   @nn.compact
   def __call__(self, features: dict[str, Features], *, train: bool) -> Fused:
@@ -44,5 +48,6 @@ class Early(nn.Module):
       masks.append(f.mask.astype(bool))
     x, mask = jnp.concatenate(tokens, axis=1), jnp.concatenate(masks, axis=1)
     x = Encoder(self.depth, self.num_heads, self.mlp_dim, self.dropout, self.dtype,
+                remat=self.remat, remat_policy=self.remat_policy, scan_layers=self.scan_layers,
                 name="encoder")(x, mask, train=train)
     return Fused(tokens=x, mask=mask, pooled=x[:, 0])
