@@ -13,6 +13,14 @@ Arguments (`--config=configs/jsonl_vqa.py:ARG`, comma-separated key=value):
   strict=false        fail on the first bad record (named by file, line and reason) instead
                       of skipping it and counting it per reason
   total_steps=20000, batch_size=256, max_len=32
+Scale (see README "Launching on a TPU pod or a GPU cluster"):
+  fsdp=1              devices that shard params and optimizer state (-1: all; the rest of the
+                      devices split the batch)
+  tp=1                tensor parallelism: devices that split attention heads and MLP units
+  remat=false         recompute block activations in the backward pass (memory for compute)
+  scan=false          nn.scan over layers: one compiled block, faster compiles for deep models
+  grad_accum=1        micro-batches per step (the same update with 1/N of the activations)
+  num_shards=0        data shards (0: one per host); fix it to resume on another host count
 """
 import os
 
@@ -24,13 +32,19 @@ from multimodal import config_utils
 def get_config(arg: str | None = None):
   args = config_utils.parse_arg(arg, manual_dir="", tokenizer="", answers="", res=224,
                                 variant="small", strict=False, total_steps=20_000,
-                                batch_size=256, max_len=32)
+                                batch_size=256, max_len=32, fsdp=1, tp=1, remat=False,
+                                scan=False, grad_accum=1, num_shards=0)
   c = config_utils.base_config()
   c.total_steps = args.total_steps
   c.batch_size = args.batch_size
   c.data.name = "jsonl_vqa"
   c.data.config = "strict" if args.strict else "default"
   c.data.manual_dir = args.manual_dir or config_dict.placeholder(str)
+  c.data.num_shards = args.num_shards or config_dict.placeholder(int)
+  c.grad_accum_steps = args.grad_accum
+  # fsdp=-1 takes every device, so the data axis gets what is left after fsdp and tp.
+  c.mesh = dict(data=1 if args.fsdp == -1 else -1, fsdp=args.fsdp, model=args.tp)
+  stacking = dict(remat=args.remat, scan_layers=args.scan)
   tokenizer = args.tokenizer or os.path.join(args.manual_dir, "sp.model")
   answers = args.answers or os.path.join(args.manual_dir, "answers.txt")
   pp = (f"decode|resize({args.res})|value_range(-1, 1)|tok(max_len={args.max_len}, "
@@ -42,10 +56,10 @@ def get_config(arg: str | None = None):
   c.model = dict(
       type="fusion_vqa",
       image=dict(type="vit", variant=args.variant, patch_size=16, stem="patch",
-                 posemb="sincos2d", pool_type="none"),
-      text=dict(type="text_encoder", variant=args.variant, pool_type="none"),
+                 posemb="sincos2d", pool_type="none", **stacking),
+      text=dict(type="text_encoder", variant=args.variant, pool_type="none", **stacking),
       fusion=dict(type="cross_attention", query="text", context="image", width=384, depth=4,
-                  num_heads=6, mlp_dim=1536, dropout=0.1),
+                  num_heads=6, mlp_dim=1536, dropout=0.1, **stacking),
       head=dict(type="classifier", hidden_dim=1024, dropout=0.1),
       dtype="bfloat16")
   c.optimizer.learning_rate = 3e-4

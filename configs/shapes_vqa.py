@@ -38,8 +38,10 @@ def get_config(arg: str | None = None):
   c.task = dict(type="vqa", answers="shapes_vqa", tokenizer="shapes", loss="softmax")
 
   width = 64 if args.tiny else 128
+  # Listed so that `--config.model.image.remat=true` etc. can switch them on.
+  stacking = dict(remat=False, scan_layers=False)
   text = dict(type="text_encoder", variant=None, width=width, depth=1 if args.tiny else 2,
-              mlp_dim=2 * width, num_heads=4, pool_type="gap")
+              mlp_dim=2 * width, num_heads=4, pool_type="gap", **stacking)
   head = dict(type="classifier", hidden_dim=2 * width, dropout=0.0)
   if args.text_only:
     c.model = dict(type="text_only_vqa", text=text, head=head, dtype="float32")
@@ -53,10 +55,10 @@ def get_config(arg: str | None = None):
         image=dict(type="vit", variant=None, width=width, depth=1 if args.tiny else 2,
                    mlp_dim=2 * width, num_heads=4, patch_size=8, stem="conv",
                    stem_channels=(16, 32), stem_norm=False, posemb="sincos2d",
-                   pool_type="none"),
+                   pool_type="none", **stacking),
         text=text,
         fusion=dict(type=args.fusion, width=width, depth=1 if args.tiny else 2, num_heads=4,
-                    mlp_dim=2 * width),
+                    mlp_dim=2 * width, **stacking),
         head=head,
         dtype="float32")
     if args.fusion == "cross_attention":

@@ -49,6 +49,39 @@ def free_port():
     return s.getsockname()[1]
 
 
+def launch_two_processes(workdir, data_dir, log_dir):
+  """Starts the main job as processes 0 and 1 of a two-host run; their logs go to files (a
+  pipe that nobody reads could fill up and stall one host, and with it the other)."""
+  address = f"127.0.0.1:{free_port()}"
+  logs = [str(log_dir / f"process{i}.log") for i in range(2)]
+  procs = []
+  for i, log in enumerate(logs):
+    with open(log, "w") as f:
+      procs.append(subprocess.Popen(
+          main_command(workdir, data_dir, *FLAGS, f"--coordinator_address={address}",
+                       "--num_processes=2", f"--process_id={i}"),
+          cwd=REPO, env=main_env(num_devices=2), stdout=f, stderr=subprocess.STDOUT))
+  return procs, logs
+
+
+def finish(procs, logs):
+  """Waits for the processes; returns their logs."""
+  for p in procs:
+    p.wait(timeout=600)
+  return [open(log).read() for log in logs]
+
+
+def wait_for_log(proc, log, pattern):
+  """Polls a process's log file until a line matches."""
+  deadline = time.monotonic() + 300
+  while time.monotonic() < deadline:
+    if re.search(pattern, open(log).read()):
+      return
+    assert proc.poll() is None, open(log).read()[-3000:]
+    time.sleep(0.05)
+  raise AssertionError(f"{pattern!r} never appeared:\n" + open(log).read()[-3000:])
+
+
 def assert_same_params(got, want, **tolerance):
   assert got.keys() == want.keys()
   for name in want:
@@ -60,16 +93,11 @@ def assert_same_params(got, want, **tolerance):
 
 def test_two_processes_equal_one_process(tmp_path, data_dir, reference):
   workdir = str(tmp_path / "two_processes")
-  address = f"127.0.0.1:{free_port()}"
-  procs = [subprocess.Popen(
-      main_command(workdir, data_dir, *FLAGS, f"--coordinator_address={address}",
-                   "--num_processes=2", f"--process_id={i}"),
-      cwd=REPO, env=main_env(num_devices=2), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      text=True) for i in range(2)]
-  outputs = [p.communicate(timeout=600) for p in procs]
-  for p, (_, err) in zip(procs, outputs):
+  procs, logs = launch_two_processes(workdir, data_dir, tmp_path)
+  outputs = finish(procs, logs)
+  for p, err in zip(procs, outputs):
     assert p.returncode == 0, err[-3000:]
-  assert "Process 1 of 2; 2 local and 4 global devices" in outputs[1][1]
+  assert "Process 1 of 2; 2 local and 4 global devices" in outputs[1]
 
   want, got = read_scalars(reference, "train/loss"), read_scalars(workdir, "train/loss")
   assert sorted(got) == list(range(1, STEPS + 1))
@@ -141,3 +169,22 @@ def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, dat
   restored = int(re.search(r"Restored the checkpoint at step (\d+)", resumed.stderr).group(1))
   assert restored < int(killed_during.split(".")[0])
   assert_same_params(read_params(workdir, STEPS), read_params(reference, STEPS))
+
+
+def test_sigterm_to_one_host_stops_both_at_one_step_and_resumes_on_one_host(
+    tmp_path, data_dir, reference):
+  workdir = str(tmp_path / "two_hosts_preempted")
+  procs, logs = launch_two_processes(workdir, data_dir, tmp_path)
+  wait_for_log(procs[0], logs[0], r"step 2/8 ")
+  procs[1].send_signal(signal.SIGTERM)  # a preemption notice reaching one host only
+  outputs = finish(procs, logs)
+  stopped = set()
+  for p, err in zip(procs, outputs):
+    assert p.returncode == PREEMPTED_EXIT_CODE, err[-3000:]
+    stopped.add(int(re.search(r"preemption notice after step (\d+)", err).group(1)))
+  assert len(stopped) == 1 and stopped.pop() < STEPS
+
+  resumed = run_main(workdir, data_dir, *FLAGS, num_devices=4)  # now on one host
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert_same_params(read_params(workdir, STEPS), read_params(reference, STEPS),
+                     rtol=1e-5, atol=1e-5)

@@ -51,7 +51,7 @@ def init(mesh_sizes, devices, **stacking):
   return mesh, task, model, state, shardings
 
 
-def train(mesh_sizes, devices, params=None, **stacking):
+def train(mesh_sizes, devices, params=None, grad_accum_steps=1, **stacking):
   """Three steps from the initial params, or from `params` where given.
   -> (losses, final state, initial params on the host)."""
   mesh, task, model, state, shardings = init(mesh_sizes, devices, **stacking)
@@ -60,7 +60,7 @@ def train(mesh_sizes, devices, params=None, **stacking):
   initial_params = jax.device_get(state.params)
   step = make_train_step(model, task, OPTIMIZER, learning_rate_schedule(OPT_CONFIG, 10),
                          jax.random.key(1), shardings, sharding.batch_sharding(mesh),
-                         sharding.replicated(mesh))
+                         sharding.replicated(mesh), grad_accum_steps=grad_accum_steps)
   losses = []
   for batch in make_batches(len(task.answers)):
     state, metrics = step(state, pipeline.to_global(batch, sharding.batch_sharding(mesh)))
@@ -127,3 +127,14 @@ def test_mesh_errors_name_the_problem():
     sharding.make_mesh({"data": 16}, jax.devices())
   with pytest.raises(KeyError, match="Unknown mesh axes"):
     sharding.make_mesh({"dta": 8}, jax.devices())
+
+
+@pytest.mark.parametrize("mesh_sizes", [{"data": 1}, {"data": 2, "fsdp": 2}])
+def test_gradient_accumulation_equals_the_whole_batch(reference, mesh_sizes):
+  """4 micro-batches of 4 give the update of the batch of 16 (on 1 device and on 4)."""
+  ref_losses, ref_params, _ = reference
+  devices = jax.devices()[:int(np.prod(list(mesh_sizes.values())))]
+  losses, state, _ = train(mesh_sizes, devices, grad_accum_steps=4)
+  np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5),
+               jax.device_get(state.params), ref_params)
