@@ -8,8 +8,13 @@ Arguments (`--config=configs/shapes_vqa.py:ARG`, comma-separated key=value):
   total_steps=3600          training steps
   batch_size=128            global batch size
   text_only=false           the blind baseline: the same text encoder and head, no image
-  fusion=cross_attention    any fusion module taking width/depth/num_heads/mlp_dim (early, ...)
+  fusion=cross_attention    the fusion module: early, late, hybrid, weighted_sum, concat_mlp,
+                            gated, cross_attention, co_attention, bottleneck, multiway (its
+                            own settings are listed under config.model.fusion)
   query=text,context=image  cross_attention: whose tokens attend (and are pooled), to whom
+  modality_dropout=0.0      training: the probability that an example loses image or text
+  eval_missing=false        also evaluate (at the end) with each modality removed: the
+                            `missing` evaluator's missing_image/... and missing_text/...
   tiny=false                a minute-long smoke-test setting (tiny model and data, few steps)
 """
 from ml_collections import config_dict
@@ -21,10 +26,24 @@ PP_COMMON = ("decode|resize({res})|value_range(-1, 1)|tok(max_len={max_len}, mod
 MODEL_INPUTS = "keep('image', 'question_tokens', 'question_mask', 'answer_index', 'answer_scores')"
 
 
+def fusion_settings(args: config_dict.ConfigDict, depth: int) -> dict:
+  """The chosen fusion module's own settings, listed so that --config overrides reach them."""
+  fusion_layer = depth // 2  # modality-specific blocks before the modalities meet
+  return {
+      "cross_attention": dict(query=args.query, context=args.context),
+      "late": dict(combine="mean"),
+      "hybrid": dict(fusion_layer=fusion_layer, combine="mean",
+                     groups=config_dict.placeholder(tuple)),
+      "bottleneck": dict(fusion_layer=fusion_layer, n_bottlenecks=4),
+      "multiway": dict(shared_attention=False, vl_layers=0),
+  }.get(args.fusion, {})
+
+
 def get_config(arg: str | None = None):
   args = config_utils.parse_arg(arg, data="default", res=64, total_steps=3600, batch_size=128,
                                 text_only=False, tiny=False, fusion="cross_attention",
-                                query="text", context="image")
+                                query="text", context="image", modality_dropout=0.0,
+                                eval_missing=False)
   if args.tiny:
     args.data, args.total_steps, args.batch_size = "tiny", 20, 16
   c = config_utils.base_config()
@@ -38,9 +57,10 @@ def get_config(arg: str | None = None):
   c.task = dict(type="vqa", answers="shapes_vqa", tokenizer="shapes", loss="softmax")
 
   width = 64 if args.tiny else 128
+  depth = 1 if args.tiny else 2
   # Listed so that `--config.model.image.remat=true` etc. can switch them on.
   stacking = dict(remat=False, scan_layers=False)
-  text = dict(type="text_encoder", variant=None, width=width, depth=1 if args.tiny else 2,
+  text = dict(type="text_encoder", variant=None, width=width, depth=depth,
               mlp_dim=2 * width, num_heads=4, pool_type="gap", **stacking)
   head = dict(type="classifier", hidden_dim=2 * width, dropout=0.0)
   if args.text_only:
@@ -52,23 +72,29 @@ def get_config(arg: str | None = None):
         # Fixed 2-D sin-cos positions give the relation questions coordinates from step 0;
         # the stem skips LayerNorm, which costs ~13% of the step on a CPU and learned shapes
         # no faster in a probe.
-        image=dict(type="vit", variant=None, width=width, depth=1 if args.tiny else 2,
+        image=dict(type="vit", variant=None, width=width, depth=depth,
                    mlp_dim=2 * width, num_heads=4, patch_size=8, stem="conv",
                    stem_channels=(16, 32), stem_norm=False, posemb="sincos2d",
                    pool_type="none", **stacking),
         text=text,
-        fusion=dict(type=args.fusion, width=width, depth=1 if args.tiny else 2, num_heads=4,
-                    mlp_dim=2 * width, **stacking),
+        fusion=dict(type=args.fusion, width=width, depth=depth, num_heads=4,
+                    mlp_dim=2 * width, **stacking, **fusion_settings(args, depth)),
         head=head,
+        modality_dropout=args.modality_dropout,
         dtype="float32")
-    if args.fusion == "cross_attention":
-      c.model.fusion.query, c.model.fusion.context = args.query, args.context
 
   c.optimizer.learning_rate = 1e-3
   c.optimizer.warmup_steps = 2 if args.tiny else 200
   c.optimizer.weight_decay = 1e-4
+  eval_batch = 32 if args.tiny else 256
   c.evals = dict(validation=dict(
-      type="vqa", split="validation", pp=pp, batch_size=256 if not args.tiny else 32,
+      type="vqa", split="validation", pp=pp, batch_size=eval_batch,
       every_steps=0 if args.tiny else 500, max_examples=config_dict.placeholder(int)))
+  if args.eval_missing:
+    # Only at the end (every_steps=0): three passes over the validation split.
+    c.evals.missing = dict(type="vqa", split="validation", pp=pp, batch_size=eval_batch,
+                           every_steps=0, write_predictions=False,
+                           missing_modalities=("image", "text"),
+                           max_examples=config_dict.placeholder(int))
   c.checkpoint = dict(every_steps=10 if args.tiny else 500, keep=2)
   return c

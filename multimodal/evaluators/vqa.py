@@ -6,12 +6,14 @@ import json
 from typing import Any
 
 import jax
+import numpy as np
 import tensorflow as tf
 from absl import logging
 from etils import epath
 
 from multimodal.data import pipeline
 from multimodal.evaluators import common
+from multimodal.models import missing_modalities
 from multimodal.evaluators.registry import EVALUATORS, EvalContext
 
 
@@ -32,11 +34,14 @@ class VqaEvaluator:
     batch_size: global evaluation batch size.
     every_steps: how often the trainer runs it (0: only at the end).
     max_examples: evaluate on the first N examples only (None: all).
+    missing_modalities: also evaluate with each of these modalities removed from every
+      example (the model must accept `{modality}_missing` batch keys, as `fusion_vqa` does);
+      reported as `missing_{modality}/accuracy` and `missing_{modality}/accuracy/TYPE`.
   """
 
   def __init__(self, context: EvalContext, name: str, split: str, pp: str, batch_size: int,
                every_steps: int = 0, max_examples: int | None = None,
-               write_predictions: bool = True):
+               write_predictions: bool = True, missing_modalities: tuple[str, ...] = ()):
     self.context = context
     self.name = name
     self.split = split if max_examples is None else f"{split}[:{max_examples}]"
@@ -44,14 +49,30 @@ class VqaEvaluator:
     self.batch_size = batch_size
     self.every_steps = every_steps
     self.write_predictions = write_predictions
+    self.missing_modalities = tuple(missing_modalities)
 
   def run(self, params: Any, step: int) -> dict[str, float]:
+    records = self._records(params)
+    if self.write_predictions and jax.process_index() == 0:
+      self._write(records, step)
+    metrics = accuracy_by_type(records)
+    for modality in self.missing_modalities:
+      without = accuracy_by_type(self._records(params, missing=modality))
+      metrics.update({f"missing_{modality}/{k}": v for k, v in without.items()
+                      if k != "num_examples"})
+    return metrics
+
+  def _records(self, params: Any, missing: str | None = None) -> list[dict[str, Any]]:
+    """Every example's prediction and score, from all hosts; with `missing`, that modality
+    is removed from every example."""
     local_batch = pipeline.host_batch_size(self.batch_size)
     ds = pipeline.make_dataset(self.context.builder, split=self.split, pp=self.pp,
                                batch_size=local_batch, train=False, extras=raw_text)
     answers = self.context.task.answers
     records = []
     for batch in common.padded_batches(ds.as_numpy_iterator(), local_batch):
+      if missing is not None:
+        batch[missing + missing_modalities.MISSING_SUFFIX] = np.ones(local_batch, bool)
       predictions = self.context.predict(
           params, pipeline.to_global(batch, self.context.batch_sharding))
       predicted = common.local_rows(predictions["answer"], local_batch)
@@ -63,10 +84,7 @@ class VqaEvaluator:
                           "answers": batch["_answers"][i].decode().split("|"),
                           "prediction": answers[predicted[i]],
                           "score": float(scores[i])})
-    records = common.allgather_records(records)
-    if self.write_predictions and jax.process_index() == 0:
-      self._write(records, step)
-    return accuracy_by_type(records)
+    return common.allgather_records(records)
 
   def _write(self, records: list[dict[str, Any]], step: int) -> None:
     folder = epath.Path(self.context.workdir) / "predictions"

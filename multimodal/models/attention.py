@@ -33,27 +33,30 @@ class MultiHeadAttention(nn.Module):
       raise ValueError(f"Width {width} does not divide into {self.num_heads} heads.")
     head_dim = width // self.num_heads
 
-    def project(name: str, inputs: jax.Array, use_bias: bool = True) -> jax.Array:
-      return nn.DenseGeneral(
-          (self.num_heads, head_dim), dtype=self.dtype, name=name, use_bias=use_bias,
-          kernel_init=p.init(nn.initializers.xavier_uniform(), "embed", "heads", "kv"),
-          bias_init=p.init(nn.initializers.zeros, "heads", "kv"))(inputs)
+    q = head_projection(self.num_heads, head_dim, "query", self.dtype)(x)
+    k = head_projection(self.num_heads, head_dim, "key", self.dtype, self.key_bias)(context)
+    v = head_projection(self.num_heads, head_dim, "value", self.dtype)(context)
+    out, weights = attend(q, k, v, mask, self.dtype)
+    # Kept only when the caller asks: apply(..., mutable=["intermediates"]).
+    self.sow("intermediates", "attention_weights", weights)
+    return output_projection(width, "out", self.dtype)(out)
 
-    q = project("query", x)
-    k = project("key", context, use_bias=self.key_bias)
-    v = project("value", context)
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(head_dim)
-    if mask is not None:
-      logits = jnp.where(mask[:, None], logits, jnp.finfo(jnp.float32).min)
-    weights = jax.nn.softmax(logits, axis=-1)
-    if mask is not None:
-      # A query with no valid key (e.g. a missing modality) attends to nothing, not uniformly.
-      weights = jnp.where(jnp.any(mask, axis=-1, keepdims=True)[:, None], weights, 0.0)
-    out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(self.dtype), v)
-    return nn.DenseGeneral(
-        width, axis=(-2, -1), dtype=self.dtype, name="out",
-        kernel_init=p.init(nn.initializers.xavier_uniform(), "heads", "kv", "embed"),
-        bias_init=p.init(nn.initializers.zeros, "embed"))(out)
+
+def head_projection(num_heads: int, head_dim: int, name: str, dtype: jnp.dtype = jnp.float32,
+                    use_bias: bool = True) -> nn.DenseGeneral:
+  """float[..., D] -> float[..., H, Dh]: queries, keys or values."""
+  return nn.DenseGeneral(
+      (num_heads, head_dim), dtype=dtype, name=name, use_bias=use_bias,
+      kernel_init=p.init(nn.initializers.xavier_uniform(), "embed", "heads", "kv"),
+      bias_init=p.init(nn.initializers.zeros, "heads", "kv"))
+
+
+def output_projection(width: int, name: str, dtype: jnp.dtype = jnp.float32) -> nn.DenseGeneral:
+  """float[..., H, Dh] -> float[..., width]: the heads merged back."""
+  return nn.DenseGeneral(
+      width, axis=(-2, -1), dtype=dtype, name=name,
+      kernel_init=p.init(nn.initializers.xavier_uniform(), "heads", "kv", "embed"),
+      bias_init=p.init(nn.initializers.zeros, "embed"))
 
 
 def padding_mask(query_mask: jax.Array | None, key_mask: jax.Array) -> jax.Array:
@@ -61,3 +64,20 @@ def padding_mask(query_mask: jax.Array | None, key_mask: jax.Array) -> jax.Array
   if query_mask is None:
     return key_mask[:, None, :]
   return jnp.logical_and(query_mask[:, :, None], key_mask[:, None, :])
+
+
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None,
+           dtype: jnp.dtype = jnp.float32) -> tuple[jax.Array, jax.Array]:
+  """Scaled dot-product attention over projected heads.
+
+  q: float[B, Tq, H, Dh]; k, v: float[B, Tk, H, Dh]; mask: bool[B, Tq|1, Tk] or None
+  -> (float[B, Tq, H, Dh], attention weights float32[B, H, Tq, Tk]).
+  A query with no valid key (e.g. a missing modality) attends to nothing, not uniformly.
+  """
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(q.shape[-1])
+  if mask is not None:
+    logits = jnp.where(mask[:, None], logits, jnp.finfo(jnp.float32).min)
+  weights = jax.nn.softmax(logits, axis=-1)
+  if mask is not None:
+    weights = jnp.where(jnp.any(mask, axis=-1, keepdims=True)[:, None], weights, 0.0)
+  return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(dtype), v), weights

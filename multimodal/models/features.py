@@ -36,7 +36,20 @@ class Fused:
     tokens: float[B, T, D] fused tokens.
     mask: bool[B, T].
     pooled: float[B, D] one fused vector per example.
+    logits: float32[B, C] for decision-level fusion (late, hybrid with several groups): the
+      combined per-modality predictions, which the model returns instead of applying a head.
+    modality_logits: {modality or group: float32[B, C]}, the predictions that were combined.
+    modality_weights: float[B, M] how much each modality (in sorted name order) contributes,
+      for modules that weigh them (gated, weighted_sum); rows sum to 1 over present ones.
   """
   tokens: jax.Array
   mask: jax.Array
   pooled: jax.Array
+  logits: jax.Array | None = None
+  modality_logits: dict[str, jax.Array] | None = None
+  modality_weights: jax.Array | None = None
+
+
+def is_present(mask: jax.Array) -> jax.Array:
+  """bool[B, T] -> bool[B]: whether an example has any token of this modality."""
+  return jnp.any(mask, axis=1)

@@ -7,9 +7,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from multimodal.models import missing_modalities
 from multimodal.models.fusion import FUSION
 from multimodal.models.heads import HEADS
-from multimodal.models.features import Fused
+from multimodal.models.features import Features, Fused
 from multimodal.models.registry import ENCODERS, MODELS
 
 Spec = dict[str, Any]
@@ -30,7 +31,10 @@ class FusionVqa(nn.Module):
     num_answers: size of the answer vocabulary (filled in from the data config).
     vocab_size: size of the tokenizer's vocabulary (filled in from the data config).
     dtype: compute dtype name; parameters stay float32.
-  Batch keys: image float[B, H, W, 3], question_tokens int32[B, T], question_mask [B, T].
+    modality_dropout: in training, the probability that an example loses one modality
+      (image or text, chosen uniformly), as if it were missing.
+  Batch keys: image float[B, H, W, 3], question_tokens int32[B, T], question_mask [B, T];
+  optional image_missing, text_missing bool[B]: remove that modality in those examples.
   """
   image: Spec
   text: Spec
@@ -39,6 +43,7 @@ class FusionVqa(nn.Module):
   num_answers: int
   vocab_size: int
   dtype: str = "float32"
+  modality_dropout: float = 0.0
 
   @nn.compact
   def __call__(self, batch: dict[str, jax.Array], *, train: bool) -> jax.Array:
@@ -51,9 +56,28 @@ class FusionVqa(nn.Module):
                                name="text_encoder")(
             batch["question_tokens"], batch["question_mask"], train=train),
     }
-    fused = FUSION.build(self.fusion, dtype=dtype, name="fusion")(features, train=train)
-    return HEADS.build(self.head, num_classes=self.num_answers, dtype=dtype, name="head")(
-        fused, train=train)
+    features = missing_modalities.remove(features, missing_modalities.from_batch(batch))
+    if train and self.modality_dropout > 0:
+      features = missing_modalities.remove(features, missing_modalities.sample_dropped(
+          self.make_rng("dropout"), list(features), batch["image"].shape[0],
+          self.modality_dropout))
+    return fuse_and_predict(self.fusion, self.head, self.num_answers, dtype, features,
+                            train=train)
+
+
+def fuse_and_predict(fusion: Spec, head: Spec, num_classes: int, dtype: jnp.dtype,
+                     features: dict[str, Features], *, train: bool) -> jax.Array:
+  """The fusion module over the features, then the head; decision-level modules (late,
+  hybrid) get the head spec and return their combined logits themselves. Call inside a
+  compact method: the params `fusion` and `head` belong to the caller.
+  -> logits float32[B, num_classes]."""
+  if FUSION.get(dict(fusion)["type"]).decision_level:
+    fused = FUSION.build(fusion, dtype=dtype, head=head, num_classes=num_classes,
+                         name="fusion")(features, train=train)
+    return fused.logits
+  fused = FUSION.build(fusion, dtype=dtype, name="fusion")(features, train=train)
+  return HEADS.build(head, num_classes=num_classes, dtype=dtype, name="head")(
+      fused, train=train)
 
 
 @MODELS.register("text_only_vqa")

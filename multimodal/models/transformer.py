@@ -1,6 +1,7 @@
 """Pre-LayerNorm transformer pieces shared by every encoder and fusion module."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -53,9 +54,8 @@ class EncoderBlock(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array, *, train: bool,
-               context: jax.Array | None = None,
-               context_mask: jax.Array | None = None) -> jax.Array:
+  def __call__(self, x: jax.Array, mask: jax.Array, context: jax.Array | None = None,
+               context_mask: jax.Array | None = None, *, train: bool) -> jax.Array:
     """x: float[B, T, D]; mask: bool[B, 1|T, T]; context: float[B, S, D];
     context_mask: bool[B, 1|T, S] -> float[B, T, D]."""
     drop = lambda h: nn.Dropout(self.dropout)(h, deterministic=not train)
@@ -81,37 +81,66 @@ def remat_policy(name: str) -> Callable[..., bool]:
   return getattr(jax.checkpoint_policies, name)
 
 
-def stack_blocks(make_block: Callable[..., EncoderBlock], depth: int, x: jax.Array,
-                 mask: jax.Array, *, train: bool, context: jax.Array | None = None,
-                 context_mask: jax.Array | None = None, remat: bool = False,
-                 policy: str = "nothing_saveable", scan_layers: bool = False) -> jax.Array:
-  """Runs `depth` blocks, each `make_block(name=...)`, inside the caller's compact method.
+@dataclasses.dataclass(frozen=True)
+class Stacking:
+  """How a stack of layers runs (the `remat`, `remat_policy`, `scan_layers` settings).
 
-  The blocks' params live in the caller: `block0` ... `block{depth-1}` for a Python loop;
-  with `scan_layers`, one `blocks` entry (`p.STACKED_BLOCKS`) whose params carry a leading
-  `layers` axis of size `depth`, so the block compiles once however deep the stack is. With
-  `remat`, a block's activations (except what `policy` saves) are recomputed in the backward
-  pass instead of kept in memory.
-  x: float[B, T, D]; mask, context, context_mask: as `EncoderBlock` -> float[B, T, D].
+  remat: recompute each layer's activations in the backward pass instead of keeping them.
+  policy: which activations a rematerialised layer keeps, from `REMAT_POLICIES`.
+  scan_layers: run the layers as one `nn.scan` over params stacked along `layers`.
   """
-  # Arrays go in as arguments (not closed over) so the lifted transforms see them.
-  def apply(block: EncoderBlock, x: jax.Array, mask: jax.Array, context: jax.Array | None,
-            context_mask: jax.Array | None) -> jax.Array:
-    return block(x, mask, train=train, context=context, context_mask=context_mask)
+  remat: bool = False
+  policy: str = "nothing_saveable"
+  scan_layers: bool = False
 
-  if remat:
+  @classmethod
+  def of(cls, module: Any) -> "Stacking":
+    """The settings of a module with `remat`, `remat_policy` and `scan_layers` fields."""
+    return cls(module.remat, module.remat_policy, module.scan_layers)
+
+
+def stack_layers(make_layer: Callable[..., nn.Module], depth: int, carry: Any, *args: Any,
+                 train: bool, stacking: Stacking = Stacking(), prefix: str = "") -> Any:
+  """Runs `depth` layers `carry = make_layer(name=...)(carry, *args, train=train)` inside the
+  caller's compact method.
+
+  The layers' params live in the caller: `{prefix}block0` ... for a Python loop; with
+  `scan_layers`, one `{prefix}blocks` entry whose params carry a leading `layers` axis of size
+  `depth`, so the layer compiles once however deep the stack is. `carry` may be any pytree of
+  arrays (e.g. one stream per modality); `args` are passed unchanged to every layer.
+  """
+  if depth == 0:
+    return carry
+
+  # Arrays go in as arguments (not closed over) so the lifted transforms see them.
+  def apply(layer: nn.Module, carry: Any, *args: Any) -> Any:
+    return layer(carry, *args, train=train)
+
+  if stacking.remat:
     # A scan already keeps XLA from folding the recomputation into the forward pass.
-    apply = nn.remat(apply, policy=remat_policy(policy), prevent_cse=not scan_layers)
-  if not scan_layers:
+    apply = nn.remat(apply, policy=remat_policy(stacking.policy),
+                     prevent_cse=not stacking.scan_layers)
+  if not stacking.scan_layers:
     for i in range(depth):
-      x = apply(make_block(name=f"block{i}"), x, mask, context, context_mask)
-    return x
-  scan = nn.scan(lambda block, x, *args: (apply(block, x, *args), None),
+      carry = apply(make_layer(name=f"{prefix}block{i}"), carry, *args)
+    return carry
+  scan = nn.scan(lambda layer, carry, *args: (apply(layer, carry, *args), None),
                  variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
                  in_axes=nn.broadcast, length=depth,
                  metadata_params={nn.PARTITION_NAME: p.LAYERS})
-  x, _ = scan(make_block(name=p.STACKED_BLOCKS), x, mask, context, context_mask)
-  return x
+  carry, _ = scan(make_layer(name=prefix + p.STACKED_BLOCKS), carry, *args)
+  return carry
+
+
+def stack_blocks(make_block: Callable[..., EncoderBlock], depth: int, x: jax.Array,
+                 mask: jax.Array, *, train: bool, context: jax.Array | None = None,
+                 context_mask: jax.Array | None = None, stacking: Stacking = Stacking(),
+                 prefix: str = "") -> jax.Array:
+  """`stack_layers` of `EncoderBlock`s (`make_block(name=...)`).
+  x: float[B, T, D]; mask, context, context_mask: as `EncoderBlock` -> float[B, T, D].
+  """
+  return stack_layers(make_block, depth, x, mask, context, context_mask, train=train,
+                      stacking=stacking, prefix=prefix)
 
 
 def scanned_layout(params: Any) -> Any:
@@ -152,6 +181,5 @@ class Encoder(nn.Module):
     make_block = functools.partial(EncoderBlock, self.num_heads, self.mlp_dim, self.dropout,
                                    dtype=self.dtype)
     x = stack_blocks(make_block, self.depth, x, mask[:, None, :], train=train,
-                     remat=self.remat, policy=self.remat_policy,
-                     scan_layers=self.scan_layers)
+                     stacking=Stacking.of(self))
     return layer_norm("ln_final", self.dtype)(x)

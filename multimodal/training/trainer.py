@@ -166,8 +166,8 @@ class Trainer:
   def _run_eval(self, name: str, step: int) -> dict[str, float]:
     evaluator = self.evaluators[name]
     metrics = evaluator.run(self.state.params, step)
-    spec = self.config.evals[name]
-    return {f"{spec.split}/{spec.type}/{k}": v for k, v in metrics.items()}
+    # Keyed by the evaluator's name (by convention its split, e.g. "validation").
+    return {f"{name}/{self.config.evals[name].type}/{k}": v for k, v in metrics.items()}
 
   def _write_eval(self, step: int, metrics: dict[str, float]) -> None:
     self.writer.write_scalars(step, metrics)

@@ -6,32 +6,23 @@ import jax.numpy as jnp
 
 from multimodal.models import partitioning as p
 from multimodal.models.features import Features, Fused
+from multimodal.models.fusion.base import FusionModule, require
 from multimodal.models.fusion.registry import FUSION
 from multimodal.models.transformer import Encoder, dense
 
 
 @FUSION.register("early")
-class Early(nn.Module):
+class Early(FusionModule):
   """Each modality's tokens are projected to `width`, tagged with a learned modality
-  embedding and concatenated behind a learned fusion token; a transformer runs over the joint
-  sequence (padding masked), and the fusion token's output is the pooled vector.
-
-  Works for any number of modalities, in sorted name order. `remat`, `remat_policy` and
-  `scan_layers` set how the transformer blocks run (see `Encoder`).
+  embedding and concatenated behind a learned fusion token; a transformer of `depth` blocks
+  runs over the joint sequence (padding masked), and the fusion token's output is the pooled
+  vector. Any number of modalities, in sorted name order.
   """
-  width: int = 128
-  depth: int = 2
-  num_heads: int = 4
-  mlp_dim: int = 256
-  dropout: float = 0.0
-  dtype: jnp.dtype = jnp.float32
-  remat: bool = False
-  remat_policy: str = "nothing_saveable"
-  scan_layers: bool = False
 
   @nn.compact
   def __call__(self, features: dict[str, Features], *, train: bool) -> Fused:
     """features[m]: tokens [B, T_m, D_m], mask [B, T_m] -> Fused over [B, 1 + sum T_m, width]."""
+    require(features, (), "early")
     names = sorted(features)
     batch = features[names[0]].tokens.shape[0]
     token = self.param("fusion_token", p.init(nn.initializers.normal(0.02), None, None, "embed"),
