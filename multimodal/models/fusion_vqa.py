@@ -67,15 +67,16 @@ class FusionVqa(nn.Module):
 
 def fuse_and_predict(fusion: Spec, head: Spec, num_classes: int, dtype: jnp.dtype,
                      features: dict[str, Features], *, train: bool) -> jax.Array:
-  """The fusion module over the features, then the head; decision-level modules (late,
-  hybrid) get the head spec and return their combined logits themselves. Call inside a
-  compact method: the params `fusion` and `head` belong to the caller.
-  -> logits float32[B, num_classes]."""
+  """The fusion module over the features, then the head. Decision-level modules (late, and
+  hybrid with several groups) get the head spec too and return their combined logits, which
+  are used instead. Call inside a compact method: the params `fusion` and `head` belong to the
+  caller. -> logits float32[B, num_classes]."""
+  extra = {}
   if FUSION.get(dict(fusion)["type"]).decision_level:
-    fused = FUSION.build(fusion, dtype=dtype, head=head, num_classes=num_classes,
-                         name="fusion")(features, train=train)
+    extra = dict(head=head, num_classes=num_classes)
+  fused = FUSION.build(fusion, dtype=dtype, name="fusion", **extra)(features, train=train)
+  if fused.logits is not None:
     return fused.logits
-  fused = FUSION.build(fusion, dtype=dtype, name="fusion")(features, train=train)
   return HEADS.build(head, num_classes=num_classes, dtype=dtype, name="head")(
       fused, train=train)
 
