@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -144,18 +145,23 @@ def stack_blocks(make_block: Callable[..., EncoderBlock], depth: int, x: jax.Arr
 
 
 def scanned_layout(params: Any) -> Any:
-  """Params of Python-loop stacks (`block0` ... `block{N-1}`) -> the `scan_layers` layout
-  (`blocks`, each leaf stacked along a leading `layers` axis), e.g. to load a checkpoint."""
+  """Params of Python-loop stacks (`{prefix}block0` ... `{prefix}block{N-1}`) -> the
+  `scan_layers` layout (`{prefix}blocks`, each leaf stacked along a leading `layers` axis),
+  e.g. to load a checkpoint."""
   if not isinstance(params, dict):
     return params
   params = {name: scanned_layout(child) for name, child in params.items()}
-  depth = 0
-  while f"block{depth}" in params:
-    depth += 1
-  if depth:
-    blocks = [params.pop(f"block{i}") for i in range(depth)]
-    params[p.STACKED_BLOCKS] = jax.tree.map(lambda *layers: jnp.stack(layers), *blocks)
+  prefixes = {m.group(1) for m in map(_BLOCK_NAME.fullmatch, params) if m}
+  for prefix in sorted(prefixes):
+    depth = 0
+    while f"{prefix}block{depth}" in params:
+      depth += 1
+    blocks = [params.pop(f"{prefix}block{i}") for i in range(depth)]
+    params[prefix + p.STACKED_BLOCKS] = jax.tree.map(lambda *layers: jnp.stack(layers), *blocks)
   return params
+
+
+_BLOCK_NAME = re.compile(r"(.*)block(\d+)")
 
 
 class Encoder(nn.Module):
