@@ -13,6 +13,10 @@ Arguments (`--config=configs/jsonl_vqa.py:ARG`, comma-separated key=value):
   strict=false        fail on the first bad record (named by file, line and reason) instead
                       of skipping it and counting it per reason
   total_steps=20000, batch_size=256, max_len=32
+  fusion=cross_attention  the fusion module (README "Fusion library"); its own settings are
+                      listed under config.model.fusion
+  modality_dropout=0.0    training: the probability that an example loses image or question
+  eval_missing=false  also evaluate (at the end) with each modality removed
 Scale (see README "Launching on a TPU pod or a GPU cluster"):
   fsdp=1              devices that shard params and optimizer state (-1: all; the rest of the
                       devices split the batch)
@@ -33,7 +37,9 @@ def get_config(arg: str | None = None):
   args = config_utils.parse_arg(arg, manual_dir="", tokenizer="", answers="", res=224,
                                 variant="small", strict=False, total_steps=20_000,
                                 batch_size=256, max_len=32, fsdp=1, tp=1, remat=False,
-                                scan=False, grad_accum=1, num_shards=0)
+                                scan=False, grad_accum=1, num_shards=0,
+                                fusion="cross_attention", modality_dropout=0.0,
+                                eval_missing=False)
   c = config_utils.base_config()
   c.total_steps = args.total_steps
   c.batch_size = args.batch_size
@@ -58,14 +64,17 @@ def get_config(arg: str | None = None):
       image=dict(type="vit", variant=args.variant, patch_size=16, stem="patch",
                  posemb="sincos2d", pool_type="none", **stacking),
       text=dict(type="text_encoder", variant=args.variant, pool_type="none", **stacking),
-      fusion=dict(type="cross_attention", query="text", context="image", width=384, depth=4,
-                  num_heads=6, mlp_dim=1536, dropout=0.1, **stacking),
+      fusion=dict(type=args.fusion, width=384, depth=4, num_heads=6, mlp_dim=1536, dropout=0.1,
+                  **stacking, **config_utils.fusion_settings(args.fusion, depth=4)),
       head=dict(type="classifier", hidden_dim=1024, dropout=0.1),
+      modality_dropout=args.modality_dropout,
       dtype="bfloat16")
   c.optimizer.learning_rate = 3e-4
   c.optimizer.warmup_steps = 1000
   c.optimizer.weight_decay = 0.05
   c.evals = dict(validation=dict(type="vqa", split="validation", pp=pp, batch_size=256,
                                  every_steps=2000, max_examples=config_dict.placeholder(int)))
+  if args.eval_missing:
+    c.evals.missing = config_utils.missing_modalities_eval(pp, batch_size=256)
   c.checkpoint = dict(every_steps=1000, keep=3)
   return c

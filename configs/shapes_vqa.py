@@ -26,19 +26,6 @@ PP_COMMON = ("decode|resize({res})|value_range(-1, 1)|tok(max_len={max_len}, mod
 MODEL_INPUTS = "keep('image', 'question_tokens', 'question_mask', 'answer_index', 'answer_scores')"
 
 
-def fusion_settings(args: config_dict.ConfigDict, depth: int) -> dict:
-  """The chosen fusion module's own settings, listed so that --config overrides reach them."""
-  fusion_layer = depth // 2  # modality-specific blocks before the modalities meet
-  return {
-      "cross_attention": dict(query=args.query, context=args.context),
-      "late": dict(combine="mean"),
-      "hybrid": dict(fusion_layer=fusion_layer, combine="mean",
-                     groups=config_dict.placeholder(tuple)),
-      "bottleneck": dict(fusion_layer=fusion_layer, n_bottlenecks=4),
-      "multiway": dict(shared_attention=False, vl_layers=0),
-  }.get(args.fusion, {})
-
-
 def get_config(arg: str | None = None):
   args = config_utils.parse_arg(arg, data="default", res=64, total_steps=3600, batch_size=128,
                                 text_only=False, tiny=False, fusion="cross_attention",
@@ -78,7 +65,9 @@ def get_config(arg: str | None = None):
                    pool_type="none", **stacking),
         text=text,
         fusion=dict(type=args.fusion, width=width, depth=depth, num_heads=4,
-                    mlp_dim=2 * width, **stacking, **fusion_settings(args, depth)),
+                    mlp_dim=2 * width, **stacking,
+                    **config_utils.fusion_settings(args.fusion, depth, args.query,
+                                                   args.context)),
         head=head,
         modality_dropout=args.modality_dropout,
         dtype="float32")
@@ -91,10 +80,6 @@ def get_config(arg: str | None = None):
       type="vqa", split="validation", pp=pp, batch_size=eval_batch,
       every_steps=0 if args.tiny else 500, max_examples=config_dict.placeholder(int)))
   if args.eval_missing:
-    # Only at the end (every_steps=0): three passes over the validation split.
-    c.evals.missing = dict(type="vqa", split="validation", pp=pp, batch_size=eval_batch,
-                           every_steps=0, write_predictions=False,
-                           missing_modalities=("image", "text"),
-                           max_examples=config_dict.placeholder(int))
+    c.evals.missing = config_utils.missing_modalities_eval(pp, eval_batch)
   c.checkpoint = dict(every_steps=10 if args.tiny else 500, keep=2)
   return c

@@ -63,3 +63,27 @@ def base_config() -> ml_collections.ConfigDict:
   c.partition_rules = sharding.DEFAULT_RULES
   c.checkpoint = dict(every_steps=500, keep=3)
   return c
+
+
+def fusion_settings(fusion: str, depth: int, query: str = "text", context: str = "image"
+                    ) -> dict[str, Any]:
+  """A fusion module's own settings with their defaults, listed in the config so that
+  `--config.model.fusion.KEY=VALUE` reaches them (a locked config refuses new keys)."""
+  fusion_layer = depth // 2  # modality-specific blocks before the modalities meet
+  return {
+      "cross_attention": dict(query=query, context=context),
+      "late": dict(combine="mean"),
+      "hybrid": dict(fusion_layer=fusion_layer, combine="mean",
+                     groups=config_dict.placeholder(tuple)),
+      "bottleneck": dict(fusion_layer=fusion_layer, n_bottlenecks=4),
+      "multiway": dict(shared_attention=False, vl_layers=0),
+  }.get(fusion, {})
+
+
+def missing_modalities_eval(pp: str, batch_size: int, split: str = "validation"
+                            ) -> dict[str, Any]:
+  """A VQA evaluator that also scores each modality removed (image, text); it runs at the
+  end only (every_steps=0): it makes three passes over the split."""
+  return dict(type="vqa", split=split, pp=pp, batch_size=batch_size, every_steps=0,
+              write_predictions=False, missing_modalities=("image", "text"),
+              max_examples=config_dict.placeholder(int))

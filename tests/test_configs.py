@@ -29,6 +29,8 @@ def shrink(spec):
       spec[key] = {**spec[key], **{k: v for k, v in TINY_SIZES.items()}}
   if "fusion" in spec:
     spec["fusion"] = {**spec["fusion"], "width": 32, "depth": 1, "num_heads": 4, "mlp_dim": 64}
+    if "fusion_layer" in spec["fusion"]:
+      spec["fusion"]["fusion_layer"] = min(spec["fusion"]["fusion_layer"], 1)
   spec["head"] = {**spec["head"], "hidden_dim": 32}
   return spec
 
@@ -79,3 +81,29 @@ def test_locked_config_names_the_nearest_key():
   config.lock()
   with pytest.raises(AttributeError, match='Did you mean "total_steps"'):
     config.total_stpes = 3
+
+
+FUSION_MODULES = ("early", "late", "hybrid", "weighted_sum", "concat_mlp", "gated",
+                  "cross_attention", "co_attention", "bottleneck", "multiway")
+
+
+@pytest.mark.parametrize("config_name", ["shapes_vqa.py", "jsonl_vqa.py"])
+@pytest.mark.parametrize("fusion", FUSION_MODULES)
+def test_every_fusion_module_is_a_config_switch(config_name, fusion):
+  config = load(os.path.join(REPO, "configs", config_name)).get_config(
+      f"fusion={fusion},eval_missing=true,modality_dropout=0.25")
+  assert config.model.fusion.type == fusion and config.model.modality_dropout == 0.25
+  assert tuple(config.evals.missing.missing_modalities) == ("image", "text")
+  model = models.MODELS.build(shrink(config.model.to_dict()), num_answers=7, vocab_size=50)
+  batch = dict(image=jnp.zeros((2, 32, 32, 3)), question_tokens=jnp.ones((2, 8), jnp.int32),
+               question_mask=jnp.ones((2, 8), bool))
+  logits, _ = jax.eval_shape(lambda: model.init_with_output(jax.random.key(0), batch,
+                                                            train=False))
+  assert logits.shape == (2, 7)
+
+
+def test_fusion_settings_are_listed_for_overrides():
+  config = load(os.path.join(REPO, "configs", "shapes_vqa.py")).get_config("fusion=bottleneck")
+  assert config.model.fusion.fusion_layer == 1 and config.model.fusion.n_bottlenecks == 4
+  config = load(os.path.join(REPO, "configs", "shapes_vqa.py")).get_config("fusion=late")
+  assert config.model.fusion.combine == "mean"
