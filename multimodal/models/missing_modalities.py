@@ -12,13 +12,16 @@ MISSING_SUFFIX = "_missing"  # batch key `{modality}_missing`: bool[B], remove i
 
 
 def remove(features: dict[str, Features], missing: dict[str, jax.Array]) -> dict[str, Features]:
-  """Masks out every token of modality m in the examples where missing[m] (bool[B]) is True."""
+  """Masks out every token of modality m in the examples where missing[m] (bool[B]) is True
+  (and zeroes its pooled vector there, if the encoder gave one)."""
   out = dict(features)
   for name, gone in missing.items():
     if name not in features:
       raise KeyError(f"Cannot remove modality {name!r}: the model has {sorted(features)}.")
     f = features[name]
-    out[name] = f.replace(mask=jnp.logical_and(f.mask.astype(bool), ~gone[:, None]))
+    pooled = None if f.pooled is None else jnp.where(gone[:, None], 0, f.pooled)
+    out[name] = f.replace(mask=jnp.logical_and(f.mask.astype(bool), ~gone[:, None]),
+                          pooled=pooled)
   return out
 
 
