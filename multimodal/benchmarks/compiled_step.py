@@ -10,14 +10,18 @@ import dataclasses
 import importlib.util
 import math
 import os
-from typing import Any
+import statistics
+import time
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
 import optax
+from absl import flags
 from jax.sharding import Mesh
+from ml_collections import config_flags
 
 from multimodal import models, tasks
 from multimodal.training import sharding
@@ -54,15 +58,31 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def load_config(spec: str) -> ml_collections.ConfigDict:
-  """`configs/NAME.py[:ARGS]` (relative to the working directory or the repository)."""
+def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """`configs/NAME.py[:ARGS]` (relative to the working directory or the repository), with
+  `--config.KEY=VALUE` overrides parsed as the main job parses them."""
   path, _, arg = spec.partition(":")
   if not os.path.exists(path):
     path = os.path.join(REPO, path)
   module_spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
+  config = module.get_config(arg or None)
+  if not overrides:
+    return config
+  argv = ["load_config", *overrides]
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_dict("config", config, flag_values=flag_values, sys_argv=argv)
+  flag_values(argv)
+  return flag_values.config
+
+
+def with_args(spec: str, config_args: str) -> str:
+  """The config spec with more arguments: ("configs/x.py", "b=2") -> "configs/x.py:b=2",
+  ("configs/x.py:a=1", "b=2") -> "configs/x.py:a=1,b=2"."""
+  if not config_args:
+    return spec
+  return spec + ("," if ":" in spec else ":") + config_args
 
 
 @dataclasses.dataclass
@@ -108,16 +128,15 @@ def random_batch(shapes: dict[str, jax.ShapeDtypeStruct], seed: int = 0
 
 
 def build(preset: Preset, batch_size: int | None = None, res: int | None = None,
-          dtype: str | None = None, config_args: str = "") -> StepSetup:
+          dtype: str | None = None, config_args: str = "", overrides: Sequence[str] = ()
+          ) -> StepSetup:
   """The preset's model, task and optimizer.
 
   dtype: the compute dtype (None: the config's).
   config_args: more of the config file's arguments, "key=value,...", e.g. "remat=true".
+  overrides: `--config.KEY=VALUE` command-line overrides.
   """
-  spec = preset.config
-  if config_args:
-    spec += ("," if ":" in spec else ":") + config_args
-  config = load_config(spec)
+  config = load_config(with_args(preset.config, config_args), overrides)
   task_spec = dict(config.task)
   if preset.num_answers is not None:
     task_spec.update(answers="shapes_vqa", tokenizer="shapes")
@@ -186,6 +205,29 @@ def bytes_per_device(tree: Any) -> int:
   shard of each leaf: with uneven splits devices differ by at most that)."""
   return sum(math.prod(x.sharding.shard_shape(x.shape)) * np.dtype(x.dtype).itemsize
              for x in jax.tree.leaves(tree))
+
+
+def peak_bytes(compiled: jax.stages.Compiled) -> int:
+  """Peak bytes one device holds during the compiled step, by XLA's memory analysis: its
+  arguments, outputs and temporaries, less the outputs written in place of (donated)
+  arguments."""
+  stats = compiled.memory_analysis()
+  return (stats.argument_size_in_bytes + stats.output_size_in_bytes
+          + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+
+
+def median_step_seconds(compiled: jax.stages.Compiled, state: TrainState,
+                        batch: dict[str, jax.Array], steps: int, min_seconds: float = 0.0
+                        ) -> float:
+  """The median time of the compiled train step over at least `steps` steps and
+  `min_seconds`, after one warm-up step (the state is donated and carried along)."""
+  state, _ = jax.block_until_ready(compiled(state, batch))
+  times: list[float] = []
+  while len(times) < steps or sum(times) < min_seconds:
+    start = time.perf_counter()
+    state, _ = jax.block_until_ready(compiled(state, batch))
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
 
 
 def num_params(tree: Any) -> int:

@@ -10,14 +10,11 @@ before the dataset is generated. Evaluation points come from the runs' TensorBoa
 """
 from __future__ import annotations
 
-import glob
 import os
-import subprocess
-import sys
-import time
 
 from absl import app, flags
 
+from multimodal.benchmarks import main_job
 from multimodal.training.progress import format_duration
 
 _CONFIG = flags.DEFINE_string("config", "configs/shapes_vqa.py", "The config to measure.")
@@ -29,32 +26,14 @@ _OVERRIDES = flags.DEFINE_multi_string("override", [], "--config.KEY=VALUE for b
 _MINUTES = flags.DEFINE_float("target_minutes", 20.0, "The time budget to report against.")
 
 
-def read_evals(workdir: str, prefix: str) -> list[tuple[float, int, dict[str, float]]]:
-  """[(wall_time, step, {metric: value})] for every evaluation written under `prefix`."""
-  import tensorflow as tf  # only needed once the runs are done
-  points: dict[int, tuple[float, dict[str, float]]] = {}
-  for path in sorted(glob.glob(os.path.join(workdir, "events.out.tfevents.*"))):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        if value.tag.startswith(prefix):
-          wall, metrics = points.setdefault(event.step, (event.wall_time, {}))
-          metrics[value.tag[len(prefix):]] = float(tf.make_ndarray(value.tensor))
-  return [(wall, step, metrics) for step, (wall, metrics) in sorted(points.items())]
-
-
-def run(name: str, config: str, workdir: str) -> tuple[float, float]:
-  """Runs the main job; returns (start, end) wall times."""
-  run_dir = os.path.join(workdir, name)
-  cmd = [sys.executable, "-m", "multimodal.main", f"--config={config}",
-         f"--workdir={run_dir}", f"--config.data.data_dir={os.path.join(run_dir, 'tfds')}",
-         *_OVERRIDES.value]
-  print(f"[{name}] {' '.join(cmd)}", flush=True)
-  start = time.time()
-  with open(os.path.join(workdir, f"{name}.log"), "w") as log:
-    subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True)
-  end = time.time()
-  print(f"[{name}] finished in {format_duration(end - start)}", flush=True)
-  return start, end
+def run(name: str, config: str, workdir: str) -> main_job.Run:
+  """Runs the main job with its own fresh TFDS data dir; raises if it fails."""
+  run_dir = os.path.abspath(os.path.join(workdir, name))
+  result = main_job.run_main_job(
+      name, config, run_dir, os.path.join(workdir, f"{name}.log"),
+      [f"--config.data.data_dir={os.path.join(run_dir, 'tfds')}", *_OVERRIDES.value])
+  result.check()
+  return result
 
 
 def table(name: str, start: float, evals: list[tuple[float, int, dict[str, float]]]) -> str:
@@ -76,10 +55,10 @@ def main(argv: list[str]) -> None:
     runs["text_only_baseline"] = _BASELINE.value
   report = []
   for name, config in runs.items():
-    start, end = run(name, config, _WORKDIR.value)
-    evals = read_evals(os.path.join(_WORKDIR.value, name), "validation/vqa/")
-    report.append(table(f"{name}: {config} (total {format_duration(end - start)}, "
-                        f"target {_MINUTES.value:g} min)", start, evals))
+    result = run(name, config, _WORKDIR.value)
+    evals = main_job.read_evals(os.path.join(_WORKDIR.value, name), "validation/vqa/")
+    report.append(table(f"{name}: {config} (total {format_duration(result.end - result.start)}"
+                        f", target {_MINUTES.value:g} min)", result.start, evals))
   print("\n".join(report))
 
 
