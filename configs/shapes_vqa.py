@@ -15,11 +15,14 @@ Arguments (`--config=configs/shapes_vqa.py:ARG`, comma-separated key=value):
   modality_dropout=0.0      training: the probability that an example loses image or text
   eval_missing=false        also evaluate (at the end) with each modality removed: the
                             `missing` evaluator's missing_image/... and missing_text/...
+  question_types=           train and evaluate on these question types only, joined by '+'
+                            (e.g. relation or relation+count); empty: all of them
   tiny=false                a minute-long smoke-test setting (tiny model and data, few steps)
 """
 from ml_collections import config_dict
 
 from multimodal import config_utils
+from multimodal.data.shapes.vqa_questions import QUESTION_TYPES
 
 PP_COMMON = ("decode|resize({res})|value_range(-1, 1)|tok(max_len={max_len}, model='shapes')"
              "|vqa_answers(vocab='shapes_vqa')")
@@ -30,7 +33,7 @@ def get_config(arg: str | None = None):
   args = config_utils.parse_arg(arg, data="default", res=64, total_steps=3600, batch_size=128,
                                 text_only=False, tiny=False, fusion="cross_attention",
                                 query="text", context="image", modality_dropout=0.0,
-                                eval_missing=False)
+                                eval_missing=False, question_types="")
   if args.tiny:
     args.data, args.total_steps, args.batch_size = "tiny", 20, 16
   c = config_utils.base_config()
@@ -39,6 +42,10 @@ def get_config(arg: str | None = None):
   c.log_every_steps = 5 if args.tiny else 50
   c.data.name = "shapes_vqa"
   c.data.config = args.data
+  where = ({"question_type": config_utils.choices(args.question_types.split("+"),
+                                                   QUESTION_TYPES, "question_types")}
+           if args.question_types else {})
+  c.data.where = where
   pp = PP_COMMON.format(res=args.res, max_len=16)
   c.pp_train = f"{pp}|{MODEL_INPUTS}"
   c.task = dict(type="vqa", answers="shapes_vqa", tokenizer="shapes", loss="softmax")
@@ -78,8 +85,9 @@ def get_config(arg: str | None = None):
   eval_batch = 32 if args.tiny else 256
   c.evals = dict(validation=dict(
       type="vqa", split="validation", pp=pp, batch_size=eval_batch,
-      every_steps=0 if args.tiny else 500, max_examples=config_dict.placeholder(int)))
+      every_steps=0 if args.tiny else 500, max_examples=config_dict.placeholder(int),
+      where=where))
   if args.eval_missing:
-    c.evals.missing = config_utils.missing_modalities_eval(pp, eval_batch)
+    c.evals.missing = config_utils.missing_modalities_eval(pp, eval_batch, where=where)
   c.checkpoint = dict(every_steps=10 if args.tiny else 500, keep=2)
   return c

@@ -52,7 +52,10 @@ def base_config() -> ml_collections.ConfigDict:
                 manual_dir=config_dict.placeholder(str),   # a user's files, for real datasets
                 # Shards of the training stream (default: one per process); fixing it makes
                 # the global batches the same on any number of hosts.
-                num_shards=config_dict.placeholder(int))
+                num_shards=config_dict.placeholder(int),
+                # Train only on examples whose features take these values, e.g.
+                # {"question_type": ("relation",)}; empty: all of them.
+                where={})
   c.pp_train = ""
   c.task = dict()
   c.model = dict()
@@ -73,6 +76,7 @@ def fusion_settings(fusion: str, depth: int, query: str = "text", context: str =
   return {
       "cross_attention": dict(query=query, context=context),
       "late": dict(combine="mean"),
+      "gated": dict(balance_loss_weight=1.0),
       "hybrid": dict(fusion_layer=fusion_layer, combine="mean",
                      groups=config_dict.placeholder(tuple)),
       "bottleneck": dict(fusion_layer=fusion_layer, n_bottlenecks=4),
@@ -80,10 +84,18 @@ def fusion_settings(fusion: str, depth: int, query: str = "text", context: str =
   }.get(fusion, {})
 
 
-def missing_modalities_eval(pp: str, batch_size: int, split: str = "validation"
-                            ) -> dict[str, Any]:
+def choices(values: list[str], allowed: tuple[str, ...], arg: str) -> tuple[str, ...]:
+  """The values of a config argument, each checked against `allowed`."""
+  unknown = [v for v in values if v not in allowed]
+  if unknown:
+    raise ValueError(f"{arg}: unknown {unknown}; expected some of {list(allowed)}.")
+  return tuple(values)
+
+
+def missing_modalities_eval(pp: str, batch_size: int, split: str = "validation",
+                            where: dict[str, tuple[str, ...]] | None = None) -> dict[str, Any]:
   """A VQA evaluator that also scores each modality removed (image, text); it runs at the
   end only (every_steps=0): it makes three passes over the split."""
   return dict(type="vqa", split=split, pp=pp, batch_size=batch_size, every_steps=0,
               write_predictions=False, missing_modalities=("image", "text"),
-              max_examples=config_dict.placeholder(int))
+              max_examples=config_dict.placeholder(int), where=where or {})

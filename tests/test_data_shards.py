@@ -70,3 +70,31 @@ def test_global_batches_do_not_depend_on_the_number_of_hosts(monkeypatch, builde
   with pytest.raises(ValueError, match="num_shards=3 does not split over 2 processes"):
     as_host(monkeypatch, 0, 2)
     pipeline.host_shards(3)
+
+
+def test_where_keeps_only_the_named_values_in_training_and_evaluation(builder):
+  pp = "keep('question_id', 'question_type')"
+  where = {"question_type": ["relation", "count"]}
+  types = lambda ds: {t.decode() for b in ds.as_numpy_iterator() for t in b["question_type"]}
+  everything = pipeline.make_dataset(builder, split="validation", pp=pp, batch_size=7,
+                                     train=False)
+  kept = pipeline.make_dataset(builder, split="validation", pp=pp, batch_size=7, train=False,
+                               where=where)
+  expected = [q for b in everything.as_numpy_iterator()
+              for q, t in zip(b["question_id"], b["question_type"])
+              if t.decode() in where["question_type"]]
+  assert expected and sorted(sum(question_ids(kept), [])) == sorted(expected)
+  train = pipeline.make_dataset(builder, split="train", pp=pp, batch_size=8, train=True,
+                                where=where)
+  assert {t.decode() for _ in range(3) for t in next(iter(train))["question_type"].numpy()} \
+      <= set(where["question_type"])
+  assert types(everything) > types(kept)
+
+
+def test_where_refuses_unknown_features_and_empty_value_lists(builder):
+  with pytest.raises(KeyError, match="question_kind"):
+    pipeline.make_dataset(builder, split="validation", pp=PP, batch_size=7, train=False,
+                          where={"question_kind": ["relation"]})
+  with pytest.raises(ValueError, match="no values"):
+    pipeline.make_dataset(builder, split="validation", pp=PP, batch_size=7, train=False,
+                          where={"question_type": []})

@@ -6,7 +6,7 @@ consumed before any decoding happens.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -55,11 +55,33 @@ def host_shards(num_shards: int | None = None) -> list[int]:
   return list(range(jax.process_index() * per_host, (jax.process_index() + 1) * per_host))
 
 
+def _where_predicate(where: Mapping[str, Sequence[str]] | None
+                     ) -> Callable[[dict[str, tf.Tensor]], tf.Tensor] | None:
+  """{feature: allowed values} -> a tf.data filter predicate (None: keep everything)."""
+  if not where:
+    return None
+  allowed = {}
+  for key, values in where.items():
+    values = [values] if isinstance(values, str) else list(values)
+    if not values:
+      raise ValueError(f"data.where[{key!r}] lists no values: it would drop every example.")
+    allowed[key] = tf.constant(values)
+
+  def predicate(example: dict[str, tf.Tensor]) -> tf.Tensor:
+    missing = sorted(set(allowed) - set(example))
+    if missing:
+      raise KeyError(f"data.where names features {missing} that the examples lack; they "
+                     f"have {sorted(example)}.")
+    return tf.reduce_all([tf.reduce_any(tf.equal(example[k], v)) for k, v in allowed.items()])
+
+  return predicate
+
+
 def make_dataset(builder: tfds.core.DatasetBuilder, *, split: str, pp: str, batch_size: int,
                  train: bool, seed: int = 0, shuffle_buffer: int = 10_000,
                  skip_batches: int = 0, num_shards: int | None = None,
-                 extras: Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]] | None = None
-                 ) -> tf.data.Dataset:
+                 extras: Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]] | None = None,
+                 where: Mapping[str, Sequence[str]] | None = None) -> tf.data.Dataset:
   """This host's batches of preprocessed examples.
 
   Args:
@@ -72,17 +94,22 @@ def make_dataset(builder: tfds.core.DatasetBuilder, *, split: str, pp: str, batc
     num_shards: (train) shards of the stream (see `host_shards`); default: one per process.
     extras: computes further features from the raw example, kept beside pp's output
       (evaluators use it to keep the question and answer strings for reporting).
+    where: keep only the raw examples whose scalar string feature is one of the values given
+      for it, e.g. {"question_type": ["relation"]} (an ablation or a curriculum); applied
+      before shuffling and skipping, so resuming stays exact.
   """
   pp_fn = pp_lib.parse(pp)
+  keep = _where_predicate(where)
 
   def preprocess(example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     return {**pp_fn(example), **(extras(example) if extras else {})}
 
   def read(shard: int, count: int) -> tf.data.Dataset:
-    return builder.as_dataset(split=tfds.even_splits(split, count, drop_remainder=False)[shard],
-                              shuffle_files=False,
-                              decoders={"image": tfds.decode.SkipDecoding()},
-                              read_config=tfds.ReadConfig(skip_prefetch=True))
+    ds = builder.as_dataset(split=tfds.even_splits(split, count, drop_remainder=False)[shard],
+                            shuffle_files=False,
+                            decoders={"image": tfds.decode.SkipDecoding()},
+                            read_config=tfds.ReadConfig(skip_prefetch=True))
+    return ds.filter(keep) if keep else ds
 
   if not train:
     ds = read(jax.process_index(), jax.process_count())

@@ -37,11 +37,13 @@ class VqaEvaluator:
     missing_modalities: also evaluate with each of these modalities removed from every
       example (the model must accept `{modality}_missing` batch keys, as `fusion_vqa` does);
       reported as `missing_{modality}/accuracy` and `missing_{modality}/accuracy/TYPE`.
+    where: evaluate only the examples whose features take these values (as `data.where`).
   """
 
   def __init__(self, context: EvalContext, name: str, split: str, pp: str, batch_size: int,
                every_steps: int = 0, max_examples: int | None = None,
-               write_predictions: bool = True, missing_modalities: tuple[str, ...] = ()):
+               write_predictions: bool = True, missing_modalities: tuple[str, ...] = (),
+               where: dict[str, tuple[str, ...]] | None = None):
     self.context = context
     self.name = name
     self.split = split if max_examples is None else f"{split}[:{max_examples}]"
@@ -50,6 +52,7 @@ class VqaEvaluator:
     self.every_steps = every_steps
     self.write_predictions = write_predictions
     self.missing_modalities = tuple(missing_modalities)
+    self.where = where
 
   def run(self, params: Any, step: int) -> dict[str, float]:
     records = self._records(params)
@@ -67,7 +70,8 @@ class VqaEvaluator:
     is removed from every example."""
     local_batch = pipeline.host_batch_size(self.batch_size)
     ds = pipeline.make_dataset(self.context.builder, split=self.split, pp=self.pp,
-                               batch_size=local_batch, train=False, extras=raw_text)
+                               batch_size=local_batch, train=False, extras=raw_text,
+                               where=self.where)
     answers = self.context.task.answers
     records = []
     for batch in common.padded_batches(ds.as_numpy_iterator(), local_batch):

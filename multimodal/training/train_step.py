@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from multimodal.models import aux_losses
 from multimodal.tasks import Task
 from multimodal.training.train_state import TrainState
 
@@ -37,6 +38,8 @@ def make_train_step(model: nn.Module, task: Task, optimizer: optax.GradientTrans
   grad_accum_steps: the batch is processed as that many micro-batches in a loop (`lax.scan`)
     whose gradients and metrics are averaged: the same update as the whole batch at once
     when the task's loss is a mean over examples, with activations of one micro-batch only.
+  The loss is the task's plus any auxiliary losses the model adds (`models.aux_losses`);
+  then `task_loss` and `aux_loss` are reported beside `loss`.
   A step whose loss or gradients are not finite leaves params and optimizer state unchanged
   and counts itself in `state.skipped_steps` (the trainer decides whether to stop).
   Dropout keys derive from `rng` and the step, so a resumed run draws the same masks.
@@ -45,9 +48,14 @@ def make_train_step(model: nn.Module, task: Task, optimizer: optax.GradientTrans
   def grads_and_metrics(params: Any, batch: Batch, dropout_rng: jax.Array
                         ) -> tuple[Any, dict[str, jax.Array]]:
     def loss_fn(params: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
-      outputs = model.apply({"params": params}, batch, train=True,
-                            rngs={"dropout": dropout_rng})
-      return task.loss(outputs, batch)
+      outputs, collections = model.apply({"params": params}, batch, train=True,
+                                         rngs={"dropout": dropout_rng},
+                                         mutable=[aux_losses.COLLECTION])
+      loss, metrics = task.loss(outputs, batch)
+      aux = aux_losses.total(collections)
+      if aux is None:
+        return loss, metrics
+      return loss + aux, {**metrics, "task_loss": loss, "aux_loss": aux}
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     return grads, {**metrics, "loss": loss}
 

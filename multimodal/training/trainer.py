@@ -74,7 +74,7 @@ class Trainer:
         self.builder, split=self.config.data.split, pp=self.config.pp_train,
         batch_size=self.local_batch_size, train=True, seed=self.config.seed,
         shuffle_buffer=self.config.data.shuffle_buffer, skip_batches=skip_batches,
-        num_shards=self.config.data.num_shards)
+        num_shards=self.config.data.num_shards, where=self.config.data.get("where"))
 
   def _example_batch(self) -> dict[str, jax.ShapeDtypeStruct]:
     """Global-batch shapes of the model inputs, read off the pipeline without running it."""

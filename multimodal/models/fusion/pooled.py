@@ -4,9 +4,11 @@ concatenation, or per-example gates."""
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from multimodal.models import partitioning as p
+from multimodal.models.aux_losses import add_aux_loss
 from multimodal.models.features import Features, Fused
 from multimodal.models.fusion.base import (FusionModule, masked_softmax, pooled_fused, presence,
                                            require, weighted_pool)
@@ -62,7 +64,17 @@ class Gated(PooledFusion):
   Dense(M) over the concatenated pooled vectors) scores each modality; the softmax over the
   modalities an example has weighs their pooled vectors. The weights float[B, M] (sorted
   modality names) are returned in `Fused.modality_weights` and sown as
-  `intermediates/.../modality_weights`."""
+  `intermediates/.../modality_weights`.
+
+  Attributes:
+    balance_loss_weight: weight of an auxiliary loss (`gate_balance`) that keeps the gates'
+      batch average near uniform over the modalities present, leaving each example free to
+      differ (as the load-balancing loss of mixture-of-experts routers). Without it a gate
+      that learns early to trust the text drives the image weight to ~0, and with it the
+      image features' gradient: on Shapes VQA the image weight fell to 4e-4 and accuracy
+      stayed at the text-only prior. 0 turns it off.
+  """
+  balance_loss_weight: float = 1.0
 
   @nn.compact
   def __call__(self, features: dict[str, Features], *, train: bool) -> Fused:
@@ -75,4 +87,20 @@ class Gated(PooledFusion):
     scores = dense(len(streams), "mlp", None, "gate_scores", self.dtype)(h)
     weights = masked_softmax(scores, present)
     self.sow("intermediates", "modality_weights", weights)
+    if self.balance_loss_weight:
+      add_aux_loss(self, "gate_balance",
+                   self.balance_loss_weight * balance_loss(weights, present))
     return pooled_fused(streams, weighted_pool(streams, weights), weights)
+
+
+def balance_loss(weights: jax.Array, present: jax.Array) -> jax.Array:
+  """M * sum_m (mean_b weights[b, m] - mean_b uniform[b, m])^2, where uniform spreads each
+  example's weight evenly over the modalities it has: 0 when the batch uses every modality
+  as much as a uniform gate would, up to about 1 when one modality takes every weight.
+
+  weights: float[B, M]; present: bool[B, M] -> float32 scalar.
+  """
+  present = present.astype(jnp.float32)
+  uniform = present / jnp.maximum(jnp.sum(present, axis=1, keepdims=True), 1.0)
+  gap = jnp.mean(weights.astype(jnp.float32), axis=0) - jnp.mean(uniform, axis=0)
+  return weights.shape[1] * jnp.sum(gap ** 2)
