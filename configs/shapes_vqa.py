@@ -3,7 +3,8 @@
   python -m multimodal.main --config=configs/shapes_vqa.py --workdir=/tmp/shapes_vqa
 
 Arguments (`--config=configs/shapes_vqa.py:ARG`, comma-separated key=value):
-  data=default|small|tiny   the shapes_vqa builder config (100k / 20k / 256 training questions)
+  data=default|large|small|tiny  the shapes_vqa builder config (100k / 700k / 20k / 256
+                            training questions)
   res=64                    image resolution fed to the model
   total_steps=3600          training steps
   batch_size=128            global batch size

@@ -76,7 +76,7 @@ def fusion_settings(fusion: str, depth: int, query: str = "text", context: str =
   return {
       "cross_attention": dict(query=query, context=context),
       "late": dict(combine="mean"),
-      "gated": dict(balance_loss_weight=1.0),
+      "gated": dict(granularity="feature", balance_loss_weight=0.0),
       "hybrid": dict(fusion_layer=fusion_layer, combine="mean",
                      groups=config_dict.placeholder(tuple)),
       "bottleneck": dict(fusion_layer=fusion_layer, n_bottlenecks=4),

@@ -86,10 +86,14 @@ def test_balance_loss_is_zero_for_uniform_use_and_one_for_collapse():
 
 def test_gated_adds_its_weighted_balance_loss_during_training_only():
   module, params = build("gated", balance_loss_weight=0.25)
+  rng = np.random.default_rng(3)  # Gates away from their uniform start.
+  params["gate_scores"] = jax.tree.map(
+      lambda x: jnp.asarray(rng.normal(size=x.shape), x.dtype), params["gate_scores"])
   feats = missing_modalities.remove(features(), {"image": jnp.arange(B) == 0})
   out, state = run(module, params, feats, mutable=[aux_losses.COLLECTION])
   present = jnp.stack([feats[m].mask.any(axis=1) for m in ("image", "text")], axis=1)
   expected = 0.25 * balance_loss(out.modality_weights, present)
+  assert float(expected) > 1e-4
   np.testing.assert_allclose(aux_losses.total(state), expected, rtol=1e-6)
   np.testing.assert_allclose(state[aux_losses.COLLECTION]["gate_balance"][0], expected)
   # Its gradient pushes the batch's gates toward uniform use.

@@ -134,17 +134,37 @@ def test_concat_mlp_is_an_mlp_over_the_concatenated_vectors():
                              rtol=1e-4, atol=1e-5)
 
 
-def test_gated_weights_are_per_example_inspectable_and_sum_to_one():
-  module, params = build("gated")
+@pytest.mark.parametrize("granularity", ["feature", "modality"])
+def test_gated_weights_are_per_example_inspectable_and_sum_to_one(granularity):
+  module, params = build("gated", granularity=granularity)
+  out = run(module, params, features())
+  np.testing.assert_allclose(out.modality_weights, 0.5)  # The score layer starts at zero.
+  np.testing.assert_allclose(out.pooled, out.tokens.mean(axis=1), rtol=1e-5, atol=1e-6)
+  rng = np.random.default_rng(3)
+  params["gate_scores"] = jax.tree.map(
+      lambda x: jnp.asarray(rng.normal(size=x.shape), x.dtype), params["gate_scores"])
   out, state = run(module, params, features(), mutable=["intermediates"])
   weights = out.modality_weights
   np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-6)
   assert not np.allclose(weights[0], weights[1]), "gates should differ between examples"
   np.testing.assert_allclose(state["intermediates"]["modality_weights"][0], weights)
-  np.testing.assert_allclose(out.pooled, jnp.einsum("bm,bmd->bd", weights, out.tokens),
-                             rtol=1e-5, atol=1e-6)
+  h = jax.nn.gelu(out.tokens.reshape(B, -1) @ params["gate_hidden"]["kernel"]
+                  + params["gate_hidden"]["bias"])
+  scores = (h @ params["gate_scores"]["kernel"] + params["gate_scores"]["bias"]).reshape(
+      B, 2, -1)
+  gates = jax.nn.softmax(scores, axis=1)  # [B, M, W] per feature, or [B, M, 1]
+  assert gates.shape[-1] == (W if granularity == "feature" else 1)
+  np.testing.assert_allclose(out.pooled, jnp.sum(gates * out.tokens, axis=1), rtol=1e-5,
+                             atol=1e-6)
+  np.testing.assert_allclose(weights, gates.mean(-1), rtol=1e-5, atol=1e-6)
   gone = run(module, params, missing_modalities.remove(features(), {"text": jnp.ones(B, bool)}))
-  np.testing.assert_allclose(gone.modality_weights[:, 1], 0.0)
+  np.testing.assert_allclose(gone.modality_weights, np.tile([[1.0, 0.0]], (B, 1)))
+  np.testing.assert_allclose(gone.pooled, gone.tokens[:, 0], rtol=1e-5, atol=1e-6)
+
+
+def test_gated_refuses_an_unknown_granularity():
+  with pytest.raises(ValueError, match="granularity"):
+    build("gated", granularity="token")
 
 
 def test_cross_attention_queries_attend_to_real_context_tokens_only():

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -106,24 +105,16 @@ def measure(preset: str, setup: compiled_step.StepSetup, layout: str) -> dict[st
   row["compile_s"] = time.perf_counter() - start
   row["model_flops"] = lowered.model_flops()
   row["executed_flops"] = compiled_step.executed_flops(compiled) * row["devices"]
-  mem = compiled.memory_analysis()
-  per_device = (mem.argument_size_in_bytes + mem.output_size_in_bytes
-                - mem.alias_size_in_bytes + mem.temp_size_in_bytes)
   if jax.devices()[0].platform == "cpu":
-    needed = per_device * row["devices"]
+    needed = compiled_step.peak_bytes(compiled) * row["devices"]
     if needed > _MEMORY_FRACTION.value * available_memory():
       return dict(row, skipped=f"needs {needed / 2**30:.0f} GiB of host memory")
   state, _ = create_sharded_state(setup.model, setup.optimizer, setup.batch,
                                   jax.random.key(0), mesh, sharding.DEFAULT_RULES)
   batch = jax.device_put(compiled_step.random_batch(setup.batch),
                          sharding.batch_sharding(mesh))
-  state, _ = jax.block_until_ready(compiled(state, batch))  # warm-up
-  times: list[float] = []
-  while len(times) < _STEPS.value or sum(times) < _MIN_SECONDS.value:
-    start = time.perf_counter()
-    state, _ = jax.block_until_ready(compiled(state, batch))
-    times.append(time.perf_counter() - start)
-  row["step_s"] = statistics.median(times)
+  row["step_s"] = compiled_step.median_step_seconds(compiled, state, batch, _STEPS.value,
+                                                    _MIN_SECONDS.value)
   logging.info("%s", row)
   return row
 

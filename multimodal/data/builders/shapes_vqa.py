@@ -67,6 +67,8 @@ class ShapesVqa(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = [
       ShapesVqaConfig(name="default", description="100k training questions, 64 px."),
+      ShapesVqaConfig(name="large", description="700k training questions (100k scenes), "
+                      "64 px; validation and test as in default.", num_train=700_000),
       ShapesVqaConfig(name="small", description="20k training questions, 64 px.",
                       num_train=20_000, num_validation=2_000, num_test=2_000),
       ShapesVqaConfig(name="tiny", description="A few hundred questions, for tests.",

@@ -115,11 +115,12 @@ def presence(streams: dict[str, Features]) -> jax.Array:
   return jnp.stack([is_present(streams[n].mask) for n in sorted(streams)], axis=1)
 
 
-def masked_softmax(scores: jax.Array, present: jax.Array) -> jax.Array:
-  """float[B, M], bool[B, M] -> float32[B, M] softmax over the present entries (rows with
-  none present are all zero)."""
+def masked_softmax(scores: jax.Array, present: jax.Array, axis: int = -1) -> jax.Array:
+  """float[..., M, ...] scores, bool present (broadcastable to them) -> float32 softmax over
+  the present entries along `axis` (where none is present, all zero)."""
+  present = jnp.broadcast_to(present, scores.shape)
   scores = jnp.where(present, scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
-  return jnp.where(present, jax.nn.softmax(scores, axis=-1), 0.0)
+  return jnp.where(present, jax.nn.softmax(scores, axis=axis), 0.0)
 
 
 def weighted_pool(streams: dict[str, Features], weights: jax.Array) -> jax.Array:

@@ -61,37 +61,58 @@ class ConcatMlp(PooledFusion):
 @FUSION.register("gated")
 class Gated(PooledFusion):
   """Per-example attention over the modalities: a gating network (Dense(mlp_dim) -> GELU ->
-  Dense(M) over the concatenated pooled vectors) scores each modality; the softmax over the
-  modalities an example has weighs their pooled vectors. The weights float[B, M] (sorted
-  modality names) are returned in `Fused.modality_weights` and sown as
-  `intermediates/.../modality_weights`.
+  Dense over the concatenated pooled vectors) scores each modality, and a softmax over the
+  modalities an example has weighs their pooled vectors.
+
+  `granularity="feature"` (the gated multimodal unit of Arevalo et al. 2017, for any number
+  of modalities): one softmax per feature, weights float[B, M, width], so each feature of the
+  fused vector takes its own mix. `granularity="modality"`: one weight per modality, float[B,
+  M], shared by all features. Either way `Fused.modality_weights` and the sown
+  `intermediates/.../modality_weights` are float[B, M] (sorted modality names; for features,
+  the mean over them), summing to 1 over the modalities present.
+
+  The score layer starts at zero, so every gate starts uniform. On Shapes VQA (2 layers of
+  width 128, 1200 steps) modality gates chose one modality per example: the image weight fell
+  to 4e-4 with no auxiliary loss, and with the balance loss the gates sent colour, shape and
+  size questions to the text alone and the rest to the image alone; both stayed at the
+  text-only prior, since a question needs the image and the text at once.
 
   Attributes:
-    balance_loss_weight: weight of an auxiliary loss (`gate_balance`) that keeps the gates'
-      batch average near uniform over the modalities present, leaving each example free to
-      differ (as the load-balancing loss of mixture-of-experts routers). Without it a gate
-      that learns early to trust the text drives the image weight to ~0, and with it the
-      image features' gradient: on Shapes VQA the image weight fell to 4e-4 and accuracy
-      stayed at the text-only prior. 0 turns it off.
+    granularity: "feature" or "modality" (see above).
+    balance_loss_weight: weight of an auxiliary loss (`gate_balance`, see `balance_loss`)
+      that keeps the batch-average modality weights near uniform, leaving each example free
+      to differ (the load-balancing loss of mixture-of-experts routers); 0: none.
   """
-  balance_loss_weight: float = 1.0
+  granularity: str = "feature"
+  balance_loss_weight: float = 0.0
 
   @nn.compact
   def __call__(self, features: dict[str, Features], *, train: bool) -> Fused:
     """features[m]: [B, T_m, D_m] -> Fused(tokens [B, M, width], pooled [B, width])."""
     require(features, (), "gated")
+    if self.granularity not in ("feature", "modality"):
+      raise ValueError(f"gated: granularity must be 'feature' or 'modality', got "
+                       f"{self.granularity!r}.")
     streams = self.pooled_streams(features, train=train)
-    present = presence(streams)
-    x = jnp.concatenate([streams[m].pooled for m in sorted(streams)], axis=-1)
-    h = nn.gelu(dense(self.mlp_dim, None, "mlp", "gate_hidden", self.dtype)(x))
-    scores = dense(len(streams), "mlp", None, "gate_scores", self.dtype)(h)
-    weights = masked_softmax(scores, present)
-    self.sow("intermediates", "modality_weights", weights)
+    names = sorted(streams)
+    present = presence(streams)                                    # [B, M]
+    pooled = jnp.stack([streams[m].pooled for m in names], axis=1)  # [B, M, width]
+    h = nn.gelu(dense(self.mlp_dim, None, "mlp", "gate_hidden", self.dtype)(
+        pooled.reshape(pooled.shape[0], -1)))
+    per_modality = self.granularity == "modality"
+    gates = len(names) if per_modality else len(names) * self.width
+    scores = nn.Dense(gates, dtype=self.dtype, name="gate_scores",
+                      kernel_init=p.init(nn.initializers.zeros, "mlp", None),
+                      bias_init=p.init(nn.initializers.zeros, None))(h)
+    scores = scores.reshape(pooled.shape[0], len(names), 1 if per_modality else self.width)
+    weights = masked_softmax(scores, present[..., None], axis=1)   # [B, M, 1 or width]
+    fused = jnp.sum(weights.astype(pooled.dtype) * pooled, axis=1)
+    modality_weights = jnp.mean(weights, axis=-1)                  # [B, M]
+    self.sow("intermediates", "modality_weights", modality_weights)
     if self.balance_loss_weight:
       add_aux_loss(self, "gate_balance",
-                   self.balance_loss_weight * balance_loss(weights, present))
-    return pooled_fused(streams, weighted_pool(streams, weights), weights)
-
+                   self.balance_loss_weight * balance_loss(modality_weights, present))
+    return pooled_fused(streams, fused, modality_weights)
 
 def balance_loss(weights: jax.Array, present: jax.Array) -> jax.Array:
   """M * sum_m (mean_b weights[b, m] - mean_b uniform[b, m])^2, where uniform spreads each
