@@ -3,7 +3,9 @@ import csv
 import json
 import math
 import os
+import shutil
 
+import jax
 import pytest
 
 from multimodal.benchmarks import fusion
@@ -13,10 +15,15 @@ CONFIG = "configs/shapes_vqa.py:tiny=true"
 OVERRIDES = ["--config.total_steps=4", "--config.evals.validation.every_steps=2"]
 
 
+def exported_to(tmp_path_factory) -> str:
+  return os.path.join(str(tmp_path_factory.getbasetemp()), "fusion_export")
+
+
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("fusion"))
-  rows = fusion.run_benchmark(workdir, MODULES, CONFIG, OVERRIDES, timed_steps=2)
+  export = exported_to(tmp_path_factory)
+  rows = fusion.run_benchmark(workdir, MODULES, CONFIG, OVERRIDES, timed_steps=2, export=export)
   return workdir, {row["module"]: row for row in rows}
 
 
@@ -81,3 +88,43 @@ def test_a_rerun_skips_finished_modules(sweep, capsys):
   with open(record) as f:
     assert json.load(f) == before  # neither trained nor measured again
   assert [row["module"] for row in rows] == ["early"] and rows[0]["status"] == "ok"
+
+
+def test_rows_name_the_machine(sweep):
+  workdir, rows = sweep
+  assert f"jax {jax.__version__}" in rows["early"]["machine"]
+  assert rows["early"]["machine"] == rows["cross_attention"]["machine"]
+  assert rows["no_such_module"]["machine"] == ""
+  with open(os.path.join(workdir, fusion.MARKDOWN)) as f:
+    assert f"Trained on {rows['early']['machine']}." in f.read()
+
+
+def test_machines_note_names_the_modules_of_each_machine():
+  rows = [{"module": "early", "machine": "A"}, {"module": "late", "machine": "B"},
+          {"module": "gated", "machine": "A"}, {"module": "broken", "machine": ""}]
+  assert fusion.machines_note(rows) == (
+      "Trained on several machines: A (early, gated); B (late).")
+  assert fusion.machines_note(rows[:1]) == "Trained on A."
+  assert fusion.machines_note(rows[3:]) == ""
+
+
+def test_the_export_has_the_results_without_checkpoints(sweep, tmp_path, tmp_path_factory):
+  workdir, rows = sweep
+  export = exported_to(tmp_path_factory)
+  assert sorted(os.listdir(export)) == sorted(
+      ["early", "cross_attention", fusion.CSV, fusion.MARKDOWN, fusion.PLOT])
+  assert not os.path.exists(os.path.join(export, "early", "checkpoints"))
+  exported = {row["module"]: row for row in fusion.load_results(export)}
+  for name in ("early", "cross_attention"):
+    assert exported[name]["log"] == os.path.join(export, name, fusion.LOG)
+    assert os.path.exists(exported[name]["log"])
+    assert {**exported[name], "log": ""} == {**rows[name], "log": ""}
+  # The plot reads the copied TensorBoard events.
+  plot = fusion.plot_accuracy_vs_time(export, str(tmp_path / "plot.png"))
+  assert os.path.getsize(plot) > 1000
+  # A benchmark started on a copy of the export skips those modules.
+  resumed = str(tmp_path / "resumed")
+  shutil.copytree(export, resumed)
+  shutil.copytree(os.path.join(workdir, "tfds"), os.path.join(resumed, "tfds"))
+  again = fusion.run_benchmark(resumed, ["early"], CONFIG, OVERRIDES)
+  assert {**again[0], "log": ""} == {**rows["early"], "log": ""}

@@ -15,16 +15,21 @@ FLOP counts of the forward pass and of the train step, the train step's median t
 synthetic batch of the training batch size, and its peak memory (XLA's memory analysis).
 
 Writes DIR/fusion_benchmark.csv, DIR/fusion_benchmark.md (validation accuracy overall, per
-question type, and with the image or the question removed; the costs; the training minutes)
-and DIR/accuracy_vs_time.png, and prints the table. `load_results`, `markdown_table` and
+question type, and with the image or the question removed; the costs; the training minutes;
+the machine each module trained on) and DIR/accuracy_vs_time.png, and prints the table.
+`--export=RESULTS` also copies each finished run without its checkpoints (results, record,
+config, log, TensorBoard events: a few hundred KB) and the tables to RESULTS, a folder to keep
+or share; a benchmark whose workdir starts as a copy of it skips those modules. `load_results`, `markdown_table` and
 `plot_accuracy_vs_time` read a benchmark folder back (colabs/fusion_benchmark.ipynb).
 """
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import math
 import os
+import shutil
 import time
 from typing import Any, Sequence
 
@@ -35,7 +40,7 @@ import ml_collections  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from multimodal.benchmarks import compiled_step, main_job  # noqa: E402
+from multimodal.benchmarks import compiled_step, machine, main_job  # noqa: E402
 from multimodal.data import pipeline  # noqa: E402
 from multimodal.training import sharding  # noqa: E402
 from multimodal.training.train_state import create_sharded_state  # noqa: E402
@@ -56,6 +61,8 @@ _CONFIG = flags.DEFINE_string("config", "configs/shapes_vqa.py",
                               "The config file (taking a fusion=NAME argument).")
 _OVERRIDES = flags.DEFINE_multi_string("override", [], "--config.KEY=VALUE for every run, "
                                        "e.g. --override=--config.total_steps=1500.")
+_EXPORT = flags.DEFINE_string("export", None, "Also copy each finished run without its "
+                              "checkpoints, and the tables, to this folder.")
 _TIMED_STEPS = flags.DEFINE_integer("timed_steps", 10, "Train steps timed per module, after "
                                     "a warm-up step.")
 
@@ -129,7 +136,8 @@ def benchmark_module(workdir: str, name: str, config: str, overrides: Sequence[s
   else:
     run = main_job.run_main_job(name, spec, run_dir, os.path.join(run_dir, LOG), overrides)
     record = {"module": name, "config": spec, "overrides": list(overrides),
-              "start": run.start, "end": run.end, "returncode": run.returncode, "log": run.log}
+              "start": run.start, "end": run.end, "returncode": run.returncode, "log": run.log,
+              "machine": machine.describe()}
     write_json(os.path.join(run_dir, RECORD), record)
     if not run.ok:
       return record
@@ -195,6 +203,7 @@ def module_row(workdir: str, name: str) -> dict[str, Any]:
   timed = finished and "start" in record
   row["train_minutes"] = (record["end"] - record["start"]) / 60 if timed else math.nan
   row["log"] = record.get("log", "")
+  row["machine"] = machine.summary(record.get("machine", {})) if timed else ""
   return row
 
 
@@ -207,7 +216,8 @@ def load_results(workdir: str, modules: Sequence[str] | None = None) -> list[dic
   """One row per module (default: every module run in `workdir`), all with the same keys:
   module, status ("ok", "failed", "not run"), accuracy, accuracy/TYPE for every question
   type, missing_image_accuracy, missing_text_accuracy, params, forward_gflops_per_example,
-  train_step_gflops_per_example, train_step_ms, peak_memory_mib, train_minutes, log."""
+  train_step_gflops_per_example, train_step_ms, peak_memory_mib, train_minutes, log,
+  machine (one line; empty for a run that did not finish)."""
   rows = [module_row(workdir, name) for name in modules or benchmarked_modules(workdir)]
   types = question_types(rows)
 
@@ -250,6 +260,35 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
   return "\n".join(lines)
 
 
+def machines_note(rows: list[dict[str, Any]]) -> str:
+  """Which machine the finished runs trained on, naming the modules when there are several
+  (then their minutes, step times and, a little, their accuracies do not compare)."""
+  by_machine: dict[str, list[str]] = {}
+  for row in rows:
+    if row["machine"]:
+      by_machine.setdefault(row["machine"], []).append(row["module"])
+  if len(by_machine) <= 1:
+    return "".join(f"Trained on {name}." for name in by_machine)
+  return "Trained on several machines: " + "; ".join(
+      f"{name} ({', '.join(modules)})" for name, modules in by_machine.items()) + "."
+
+
+def export_run(workdir: str, name: str, dest: str) -> None:
+  """Copies run `name` without its checkpoints or predictions to DEST/NAME (its record's log
+  path pointing at the copy); `load_results` and `plot_accuracy_vs_time` read the copy."""
+  source, target = os.path.join(workdir, name), os.path.join(dest, name)
+  os.makedirs(target, exist_ok=True)
+  files = [os.path.join(source, f) for f in ("results.json", "config.json", LOG)]
+  for path in files + glob.glob(os.path.join(source, "events.out.tfevents.*")):
+    if os.path.exists(path):
+      shutil.copy2(path, target)
+  record = read_json(os.path.join(source, RECORD))
+  if record is not None:
+    if record.get("log"):
+      record["log"] = os.path.join(os.path.abspath(target), LOG)
+    write_json(os.path.join(target, RECORD), record)
+
+
 def write_csv(rows: list[dict[str, Any]], path: str) -> None:
   with open(path, "w", newline="") as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -290,9 +329,10 @@ def plot_accuracy_vs_time(workdir: str, path: str, modules: Sequence[str] | None
 
 def run_benchmark(workdir: str, modules: Sequence[str] = MODULES,
                   config: str = "configs/shapes_vqa.py", overrides: Sequence[str] = (),
-                  timed_steps: int = 10) -> list[dict[str, Any]]:
+                  timed_steps: int = 10, export: str | None = None) -> list[dict[str, Any]]:
   """Trains and measures every module in `workdir`, writes the CSV, Markdown and plot there,
-  prints the table; returns the rows."""
+  prints the table; returns the rows. With `export`, copies each finished run (`export_run`)
+  and the CSV, Markdown and plot there too."""
   os.makedirs(workdir, exist_ok=True)
   data_dir = os.path.abspath(os.path.join(workdir, "tfds"))
   overrides = [f"--config.data.data_dir={data_dir}", *overrides]
@@ -300,14 +340,18 @@ def run_benchmark(workdir: str, modules: Sequence[str] = MODULES,
   for i, name in enumerate(modules, 1):
     print(f"\n=== [{i}/{len(modules)}] {name}", flush=True)
     benchmark_module(workdir, name, config, overrides, timed_steps)
+    if export and os.path.exists(os.path.join(workdir, name, "results.json")):
+      export_run(workdir, name, export)
   rows = load_results(workdir, modules)
-  write_csv(rows, os.path.join(workdir, CSV))
-  table = markdown_table(rows)
-  with open(os.path.join(workdir, MARKDOWN), "w") as f:
-    f.write(f"Fusion benchmark: {config} {' '.join(overrides)}\n\n{table}\n")
-  plot_accuracy_vs_time(workdir, os.path.join(workdir, PLOT), modules)
+  table, note = markdown_table(rows), machines_note(rows)
+  for folder in [workdir] + ([export] if export else []):
+    write_csv(rows, os.path.join(folder, CSV))
+    with open(os.path.join(folder, MARKDOWN), "w") as f:
+      f.write(f"Fusion benchmark: {config} {' '.join(overrides)}\n\n{table}\n\n{note}\n")
+    plot_accuracy_vs_time(workdir, os.path.join(folder, PLOT), modules)
   failed = [row["module"] for row in rows if row["status"] != "ok"]
-  print(f"\n{table}\n\nWrote {CSV}, {MARKDOWN} and {PLOT} in {workdir}" +
+  print(f"\n{table}\n\n{note}\nWrote {CSV}, {MARKDOWN} and {PLOT} in {workdir}" +
+        (f" and {export}" if export else "") +
         (f"; not ok: {', '.join(failed)}" if failed else ""), flush=True)
   return rows
 
@@ -316,7 +360,7 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   run_benchmark(_WORKDIR.value, _MODULES.value, _CONFIG.value, _OVERRIDES.value,
-                _TIMED_STEPS.value)
+                _TIMED_STEPS.value, _EXPORT.value)
 
 
 if __name__ == "__main__":
