@@ -18,9 +18,10 @@ Writes DIR/fusion_benchmark.csv, DIR/fusion_benchmark.md (validation accuracy ov
 question type, and with the image or the question removed; the costs; the training minutes;
 the machine each module trained on) and DIR/accuracy_vs_time.png, and prints the table.
 `--export=RESULTS` also copies each finished run without its checkpoints (results, record,
-config, log, TensorBoard events: a few hundred KB) and the tables to RESULTS, a folder to keep
-or share; a benchmark whose workdir starts as a copy of it skips those modules. `load_results`, `markdown_table` and
-`plot_accuracy_vs_time` read a benchmark folder back (colabs/fusion_benchmark.ipynb).
+config, log, TensorBoard events: about 100 KB) and the tables to RESULTS, a folder to keep or
+share; a benchmark whose workdir starts as a copy of it skips those modules. `load_results`,
+`markdown_table` and `plot_accuracy_vs_time` read a benchmark folder back
+(colabs/fusion_benchmark.ipynb).
 """
 from __future__ import annotations
 
@@ -202,7 +203,9 @@ def module_row(workdir: str, name: str) -> dict[str, Any]:
     row[key] = measures.get(key, math.nan)
   timed = finished and "start" in record
   row["train_minutes"] = (record["end"] - record["start"]) / 60 if timed else math.nan
-  row["log"] = record.get("log", "")
+  # The log beside the run when it is there (also in an exported or moved copy).
+  local_log = os.path.join(workdir, name, LOG)
+  row["log"] = local_log if os.path.exists(local_log) else record.get("log", "")
   row["machine"] = machine.summary(record.get("machine", {})) if timed else ""
   return row
 
@@ -274,19 +277,14 @@ def machines_note(rows: list[dict[str, Any]]) -> str:
 
 
 def export_run(workdir: str, name: str, dest: str) -> None:
-  """Copies run `name` without its checkpoints or predictions to DEST/NAME (its record's log
-  path pointing at the copy); `load_results` and `plot_accuracy_vs_time` read the copy."""
+  """Copies run `name` without its checkpoints or predictions to DEST/NAME; `load_results`
+  and `plot_accuracy_vs_time` read the copy."""
   source, target = os.path.join(workdir, name), os.path.join(dest, name)
   os.makedirs(target, exist_ok=True)
-  files = [os.path.join(source, f) for f in ("results.json", "config.json", LOG)]
+  files = [os.path.join(source, f) for f in ("results.json", "config.json", LOG, RECORD)]
   for path in files + glob.glob(os.path.join(source, "events.out.tfevents.*")):
     if os.path.exists(path):
       shutil.copy2(path, target)
-  record = read_json(os.path.join(source, RECORD))
-  if record is not None:
-    if record.get("log"):
-      record["log"] = os.path.join(os.path.abspath(target), LOG)
-    write_json(os.path.join(target, RECORD), record)
 
 
 def write_csv(rows: list[dict[str, Any]], path: str) -> None:
@@ -345,6 +343,7 @@ def run_benchmark(workdir: str, modules: Sequence[str] = MODULES,
   rows = load_results(workdir, modules)
   table, note = markdown_table(rows), machines_note(rows)
   for folder in [workdir] + ([export] if export else []):
+    os.makedirs(folder, exist_ok=True)
     write_csv(rows, os.path.join(folder, CSV))
     with open(os.path.join(folder, MARKDOWN), "w") as f:
       f.write(f"Fusion benchmark: {config} {' '.join(overrides)}\n\n{table}\n\n{note}\n")
