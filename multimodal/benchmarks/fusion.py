@@ -342,12 +342,14 @@ def run_benchmark(workdir: str, modules: Sequence[str] = MODULES,
       export_run(workdir, name, export)
   rows = load_results(workdir, modules)
   table, note = markdown_table(rows), machines_note(rows)
-  for folder in [workdir] + ([export] if export else []):
-    os.makedirs(folder, exist_ok=True)
-    write_csv(rows, os.path.join(folder, CSV))
-    with open(os.path.join(folder, MARKDOWN), "w") as f:
-      f.write(f"Fusion benchmark: {config} {' '.join(overrides)}\n\n{table}\n\n{note}\n")
-    plot_accuracy_vs_time(workdir, os.path.join(folder, PLOT), modules)
+  write_csv(rows, os.path.join(workdir, CSV))
+  with open(os.path.join(workdir, MARKDOWN), "w") as f:
+    f.write(f"Fusion benchmark: {config} {' '.join(overrides)}\n\n{table}\n\n{note}\n")
+  plot_accuracy_vs_time(workdir, os.path.join(workdir, PLOT), modules)
+  if export:
+    os.makedirs(export, exist_ok=True)
+    for output in (CSV, MARKDOWN, PLOT):
+      shutil.copy2(os.path.join(workdir, output), export)
   failed = [row["module"] for row in rows if row["status"] != "ok"]
   print(f"\n{table}\n\n{note}\nWrote {CSV}, {MARKDOWN} and {PLOT} in {workdir}" +
         (f" and {export}" if export else "") +
