@@ -11,10 +11,13 @@ NOTEBOOKS = sorted(glob.glob(os.path.join(REPO, "colabs", "*.ipynb")))
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[os.path.basename(p) for p in NOTEBOOKS])
-def test_colab_runs(path, tmp_path, monkeypatch):
+def test_colab_runs(path, tmp_path, monkeypatch, request):
   # The kernel inherits this process's environment (8 simulated devices from conftest.py).
   monkeypatch.setenv("MULTIMODAL_COLAB_TINY", "1")
   monkeypatch.setenv("MULTIMODAL_COLAB_WORKDIR", str(tmp_path))
+  if os.path.basename(path) == "fusion_benchmark.ipynb":
+    # Reads the session's tiny benchmark (tests/fusion_sweep.py) instead of training its own.
+    monkeypatch.setenv("MULTIMODAL_FUSION_RESULTS", request.getfixturevalue("fusion_sweep").workdir)
   notebook = nbformat.read(path, as_version=4)
   client = NotebookClient(notebook, timeout=300, kernel_name="python3",
                           resources={"metadata": {"path": REPO}})

@@ -8,23 +8,13 @@ import shutil
 import jax
 import pytest
 
-from multimodal.benchmarks import fusion
-
-MODULES = ["early", "no_such_module", "cross_attention"]
-CONFIG = "configs/shapes_vqa.py:tiny=true"
-OVERRIDES = ["--config.total_steps=4", "--config.evals.validation.every_steps=2"]
+from multimodal.benchmarks import fusion, main_job
+from tests.fusion_sweep import CONFIG, MODULES, OVERRIDES
 
 
-def exported_to(tmp_path_factory) -> str:
-  return os.path.join(str(tmp_path_factory.getbasetemp()), "fusion_export")
-
-
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("fusion"))
-  export = exported_to(tmp_path_factory)
-  rows = fusion.run_benchmark(workdir, MODULES, CONFIG, OVERRIDES, timed_steps=2, export=export)
-  return workdir, {row["module"]: row for row in rows}
+@pytest.fixture
+def sweep(fusion_sweep):
+  return fusion_sweep.workdir, fusion_sweep.rows
 
 
 def test_writes_the_table_csv_and_plot(sweep):
@@ -39,12 +29,12 @@ def test_writes_the_table_csv_and_plot(sweep):
   assert fusion.markdown_table(fusion.load_results(workdir, MODULES)) in table
   # Read back without naming them: the known modules in their order, then the others.
   assert [row["module"] for row in fusion.load_results(workdir)] == [
-      "early", "cross_attention", "no_such_module"]
+      "gated", "cross_attention", "no_such_module"]
 
 
 def test_trained_modules_have_accuracies_and_costs(sweep):
   _, rows = sweep
-  trained = [rows["early"], rows["cross_attention"]]
+  trained = [rows["gated"], rows["cross_attention"]]
   for row in trained:
     assert row["status"] == "ok"
     accuracies = {k: v for k, v in row.items() if "accuracy" in k}
@@ -73,30 +63,30 @@ def test_a_failed_module_is_reported_with_its_log(sweep):
 
 def test_run_config_is_what_the_module_trained_with(sweep):
   workdir, _ = sweep
-  config = fusion.run_config(workdir, "early")
-  assert config.model.fusion.type == "early" and config.total_steps == 4
+  config = fusion.run_config(workdir, "gated")
+  assert config.model.fusion.type == "gated" and config.total_steps == 4
   assert "missing" in config.evals
 
 
 def test_a_rerun_skips_finished_modules(sweep, capsys):
   workdir, _ = sweep
-  record = os.path.join(workdir, "early", fusion.RECORD)
+  record = os.path.join(workdir, "gated", fusion.RECORD)
   with open(record) as f:
     before = json.load(f)
-  rows = fusion.run_benchmark(workdir, ["early"], CONFIG, OVERRIDES)
+  rows = fusion.run_benchmark(workdir, ["gated"], CONFIG, OVERRIDES)
   assert "results.json exists: not training again" in capsys.readouterr().out
   with open(record) as f:
     assert json.load(f) == before  # neither trained nor measured again
-  assert [row["module"] for row in rows] == ["early"] and rows[0]["status"] == "ok"
+  assert [row["module"] for row in rows] == ["gated"] and rows[0]["status"] == "ok"
 
 
 def test_rows_name_the_machine(sweep):
   workdir, rows = sweep
-  assert f"jax {jax.__version__}" in rows["early"]["machine"]
-  assert rows["early"]["machine"] == rows["cross_attention"]["machine"]
+  assert f"jax {jax.__version__}" in rows["gated"]["machine"]
+  assert rows["gated"]["machine"] == rows["cross_attention"]["machine"]
   assert rows["no_such_module"]["machine"] == ""
   with open(os.path.join(workdir, fusion.MARKDOWN)) as f:
-    assert f"Trained on {rows['early']['machine']}." in f.read()
+    assert f"Trained on {rows['gated']['machine']}." in f.read()
 
 
 def test_machines_note_names_the_modules_of_each_machine():
@@ -108,14 +98,14 @@ def test_machines_note_names_the_modules_of_each_machine():
   assert fusion.machines_note(rows[3:]) == ""
 
 
-def test_the_export_has_the_results_without_checkpoints(sweep, tmp_path, tmp_path_factory):
-  workdir, rows = sweep
-  export = exported_to(tmp_path_factory)
+def test_the_export_has_the_results_without_checkpoints(fusion_sweep, tmp_path):
+  workdir, rows = fusion_sweep.workdir, fusion_sweep.rows
+  export = fusion_sweep.export
   assert sorted(os.listdir(export)) == sorted(
-      ["early", "cross_attention", fusion.CSV, fusion.MARKDOWN, fusion.PLOT])
-  assert not os.path.exists(os.path.join(export, "early", "checkpoints"))
+      ["gated", "cross_attention", fusion.CSV, fusion.MARKDOWN, fusion.PLOT])
+  assert not os.path.exists(os.path.join(export, "gated", "checkpoints"))
   exported = {row["module"]: row for row in fusion.load_results(export)}
-  for name in ("early", "cross_attention"):
+  for name in ("gated", "cross_attention"):
     assert exported[name]["log"] == os.path.join(export, name, fusion.LOG)
     assert os.path.exists(exported[name]["log"])
     assert {**exported[name], "log": ""} == {**rows[name], "log": ""}
@@ -126,5 +116,51 @@ def test_the_export_has_the_results_without_checkpoints(sweep, tmp_path, tmp_pat
   resumed = str(tmp_path / "resumed")
   shutil.copytree(export, resumed)
   shutil.copytree(os.path.join(workdir, "tfds"), os.path.join(resumed, "tfds"))
-  again = fusion.run_benchmark(resumed, ["early"], CONFIG, OVERRIDES)
-  assert {**again[0], "log": ""} == {**rows["early"], "log": ""}
+  again = fusion.run_benchmark(resumed, ["gated"], CONFIG, OVERRIDES)
+  assert {**again[0], "log": ""} == {**rows["gated"], "log": ""}
+
+
+def test_training_seconds_leave_out_the_pauses():
+  segments = [[100.0, 160.0], [1000.0, 1030.0]]
+  assert main_job.training_seconds(segments) == 90.0
+  assert main_job.training_seconds(segments, until=130.0) == 30.0
+  assert main_job.training_seconds(segments, until=500.0) == 60.0  # in the pause
+  assert main_job.training_seconds(segments, until=1010.0) == 70.0
+
+
+def test_a_stopped_module_resumes_and_counts_both_parts(tmp_path, monkeypatch):
+  run_dir = tmp_path / "late"
+  run_dir.mkdir()
+  # A first attempt killed without notice: its record says since when it ran, its log when
+  # it last wrote.
+  (run_dir / fusion.RECORD).write_text(json.dumps({"module": "late", "running_since": 1000.0}))
+  log = run_dir / fusion.LOG
+  log.write_text("step 50/1200\n")
+  os.utime(log, (1120.0, 1120.0))
+  calls = []
+
+  def resumed_run(name, spec, workdir, log_path, overrides, append_log=False):
+    calls.append(append_log)
+    with open(log_path, "a" if append_log else "w") as f:
+      f.write("Restored the checkpoint at step 50\n")
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump({"validation/vqa/accuracy": 0.5}, f)
+    return main_job.Run(name, [], 5000.0, 5300.0, 0, log_path)
+
+  monkeypatch.setattr(main_job, "run_main_job", resumed_run)
+  costs = {"params": 1, "forward_gflops_per_example": 0.1, "train_step_gflops_per_example": 0.3,
+           "train_step_ms": 5.0, "peak_memory_mib": 10.0}
+  monkeypatch.setattr(fusion, "measure", lambda *args: costs)
+  record = fusion.benchmark_module(str(tmp_path), "late", CONFIG, OVERRIDES, timed_steps=1)
+  assert calls == [True]  # the log keeps the first attempt's lines
+  assert log.read_text() == "step 50/1200\nRestored the checkpoint at step 50\n"
+  assert record["segments"] == [[1000.0, 1120.0], [5000.0, 5300.0]]
+  assert "running_since" not in record
+  row = fusion.module_row(str(tmp_path), "late")
+  assert row["train_minutes"] == pytest.approx((120 + 300) / 60)
+  assert row["status"] == "ok" and row["accuracy"] == 0.5
+
+
+def test_a_record_without_segments_counts_its_start_to_end():
+  assert fusion.earlier_segments({"start": 10.0, "end": 70.0}, "/no/such/log") == [[10.0, 70.0]]
+  assert fusion.earlier_segments({}, "/no/such/log") == []

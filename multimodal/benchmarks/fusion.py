@@ -10,7 +10,8 @@ Each module trains as the real main job in a subprocess
 DIR/NAME/main.log), all reading one TFDS data dir (DIR/tfds) generated before the first, so
 the training minutes exclude data generation. A run that fails is reported as failed, with
 its log, and the others go on; running the command again skips the modules whose
-DIR/NAME/results.json exists. Then, in this process, on one device: the parameters, XLA's
+DIR/NAME/results.json exists, and a module that was stopped (killed, or failed) resumes from
+its last checkpoint, appending to its log, its training minutes the sum of both parts. Then, in this process, on one device: the parameters, XLA's
 FLOP counts of the forward pass and of the train step, the train step's median time on a
 synthetic batch of the training batch size, and its peak memory (XLA's memory analysis).
 
@@ -124,6 +125,21 @@ def measure(spec: str, overrides: Sequence[str], timed_steps: int) -> dict[str, 
   return measures
 
 
+def earlier_segments(record: dict[str, Any], log: str) -> main_job.Segments:
+  """The spans a module trained in before this attempt: those of a run that failed, and of one
+  stopped without notice (killed with this process, its machine gone), which ends when its log
+  was last written."""
+  if "segments" in record:
+    segments = [list(span) for span in record["segments"]]
+  elif "start" in record:  # A record written before segments were kept.
+    segments = [[record["start"], record["end"]]]
+  else:
+    segments = []
+  if "running_since" in record and os.path.exists(log):
+    segments.append([record["running_since"], os.path.getmtime(log)])
+  return segments
+
+
 def benchmark_module(workdir: str, name: str, config: str, overrides: Sequence[str],
                      timed_steps: int) -> dict[str, Any]:
   """Trains one module (unless its results.json exists) and measures its train step (unless
@@ -135,10 +151,17 @@ def benchmark_module(workdir: str, name: str, config: str, overrides: Sequence[s
   if os.path.exists(os.path.join(run_dir, "results.json")):
     print(f"[{name}] {run_dir}/results.json exists: not training again", flush=True)
   else:
-    run = main_job.run_main_job(name, spec, run_dir, os.path.join(run_dir, LOG), overrides)
+    # A run stopped or failed before resumes from its checkpoint; its time so far is kept.
+    segments = earlier_segments(record, os.path.join(run_dir, LOG))
     record = {"module": name, "config": spec, "overrides": list(overrides),
-              "start": run.start, "end": run.end, "returncode": run.returncode, "log": run.log,
-              "machine": machine.describe()}
+              "segments": segments, "running_since": time.time()}
+    write_json(os.path.join(run_dir, RECORD), record)
+    run = main_job.run_main_job(name, spec, run_dir, os.path.join(run_dir, LOG), overrides,
+                                append_log=bool(segments))
+    segments = segments + [[run.start, run.end]]
+    record = {"module": name, "config": spec, "overrides": list(overrides),
+              "start": segments[0][0], "end": run.end, "segments": segments,
+              "returncode": run.returncode, "log": run.log, "machine": machine.describe()}
     write_json(os.path.join(run_dir, RECORD), record)
     if not run.ok:
       return record
@@ -177,6 +200,11 @@ def benchmarked_modules(workdir: str) -> list[str]:
           [name for name in found if name not in MODULES])
 
 
+def record_segments(record: dict[str, Any]) -> main_job.Segments:
+  """The spans a finished module trained in (one unless it was stopped and resumed)."""
+  return record.get("segments") or [[record["start"], record["end"]]]
+
+
 def module_row(workdir: str, name: str) -> dict[str, Any]:
   """One module's row; a value that is not there (yet) is NaN."""
   record = read_json(os.path.join(workdir, name, RECORD)) or {}
@@ -202,7 +230,8 @@ def module_row(workdir: str, name: str) -> dict[str, Any]:
               "train_step_ms", "peak_memory_mib"):
     row[key] = measures.get(key, math.nan)
   timed = finished and "start" in record
-  row["train_minutes"] = (record["end"] - record["start"]) / 60 if timed else math.nan
+  row["train_minutes"] = (main_job.training_seconds(record_segments(record)) / 60 if timed
+                          else math.nan)
   # The log beside the run when it is there (also in an exported or moved copy).
   local_log = os.path.join(workdir, name, LOG)
   row["log"] = local_log if os.path.exists(local_log) else record.get("log", "")
@@ -298,8 +327,9 @@ def write_csv(rows: list[dict[str, Any]], path: str) -> None:
 
 def plot_accuracy_vs_time(workdir: str, path: str, modules: Sequence[str] | None = None
                           ) -> str:
-  """Validation accuracy against minutes since each run's start (from its TensorBoard
-  events), one line per module; saved to `path` (PNG), which is returned."""
+  """Validation accuracy against training minutes (from the TensorBoard events; a run stopped
+  and resumed without its pause), one line per module; saved to `path` (PNG), which is
+  returned."""
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
   figure = Figure(figsize=(7, 4.5))
@@ -309,12 +339,14 @@ def plot_accuracy_vs_time(workdir: str, path: str, modules: Sequence[str] | None
     record = read_json(os.path.join(workdir, name, RECORD)) or {}
     if "start" not in record:
       continue
-    points = [((wall - record["start"]) / 60, metrics["accuracy"]) for wall, _, metrics
-              in main_job.read_evals(os.path.join(workdir, name), VALIDATION)
+    segments = record_segments(record)
+    points = [(main_job.training_seconds(segments, until=wall) / 60, metrics["accuracy"])
+              for wall, _, metrics in main_job.read_evals(os.path.join(workdir, name), VALIDATION)
               if "accuracy" in metrics]
     if points:
       ax.plot(*zip(*points), marker="o", label=name)
-  ax.set_xlabel("minutes since the run's start (compilation and evaluations included)")
+  ax.set_xlabel("training minutes (compilation and evaluations included; a resumed run's "
+                "pause left out)")
   ax.set_ylabel("validation accuracy")
   ax.set_title("Validation accuracy against training time")
   ax.grid(alpha=0.3)

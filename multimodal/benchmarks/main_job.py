@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import math
 import os
 import subprocess
 import sys
@@ -36,10 +37,10 @@ class Run:
 
 
 def run_main_job(name: str, config: str, workdir: str, log: str,
-                 overrides: Sequence[str] = ()) -> Run:
+                 overrides: Sequence[str] = (), append_log: bool = False) -> Run:
   """Runs `python -m multimodal.main --config=CONFIG --workdir=WORKDIR OVERRIDES...`, its
-  output to `log`, and prints a line when it starts and when it ends. A failed run is
-  returned (`.ok` is False), not raised.
+  output to `log` (after what it holds if `append_log`: a resumed run), and prints a line when
+  it starts and when it ends. A failed run is returned (`.ok` is False), not raised.
 
   It runs in the repository root, so that the package is found without installing it;
   the config file and workdir are taken relative to this process's working directory, or
@@ -53,7 +54,7 @@ def run_main_job(name: str, config: str, workdir: str, log: str,
   print(f"[{name}] {' '.join(cmd)}", flush=True)
   os.makedirs(os.path.dirname(os.path.abspath(log)), exist_ok=True)
   start = time.time()
-  with open(log, "w") as f:
+  with open(log, "a" if append_log else "w") as f:
     returncode = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO,
                                 check=False).returncode
   run = Run(name, cmd, start, time.time(), returncode, log)
@@ -61,6 +62,15 @@ def run_main_job(name: str, config: str, workdir: str, log: str,
   print(f"[{name}] finished in {took}" if run.ok else
         f"[{name}] FAILED (exit status {returncode}) after {took}; log: {log}", flush=True)
   return run
+
+
+Segments = list[list[float]]  # [[start, end], ...]: the wall-clock spans a run trained in.
+
+
+def training_seconds(segments: Segments, until: float = math.inf) -> float:
+  """Seconds spent training in `segments` up to the wall-clock time `until` (all of them by
+  default): the time of a run that was stopped and resumed, without the gaps between."""
+  return sum(max(0.0, min(end, until) - start) for start, end in segments)
 
 
 def read_evals(workdir: str, prefix: str) -> list[tuple[float, int, dict[str, float]]]:
