@@ -1,0 +1,1 @@
+"""Losses shared by tasks: contrastive image-text losses (CLIP softmax, SigLIP sigmoid)."""
