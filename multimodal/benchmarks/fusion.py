@@ -357,34 +357,45 @@ def plot_accuracy_vs_time(workdir: str, path: str, modules: Sequence[str] | None
   return path
 
 
+def write_tables(workdir: str, modules: Sequence[str], header: str,
+                 export: str | None = None) -> list[dict[str, Any]]:
+  """Writes the CSV, the Markdown table (under `header`) and the plot of `modules` in
+  `workdir` (and copies them to `export`); returns the rows."""
+  rows = load_results(workdir, modules)
+  write_csv(rows, os.path.join(workdir, CSV))
+  with open(os.path.join(workdir, MARKDOWN), "w") as f:
+    f.write(f"{header}\n\n{markdown_table(rows)}\n\n{machines_note(rows)}\n")
+  plot_accuracy_vs_time(workdir, os.path.join(workdir, PLOT), modules)
+  if export:
+    os.makedirs(export, exist_ok=True)
+    for output in (CSV, MARKDOWN, PLOT):
+      shutil.copy2(os.path.join(workdir, output), export)
+  return rows
+
+
 def run_benchmark(workdir: str, modules: Sequence[str] = MODULES,
                   config: str = "configs/shapes_vqa.py", overrides: Sequence[str] = (),
                   timed_steps: int = 10, export: str | None = None) -> list[dict[str, Any]]:
-  """Trains and measures every module in `workdir`, writes the CSV, Markdown and plot there,
-  prints the table; returns the rows. With `export`, copies each finished run (`export_run`)
-  and the CSV, Markdown and plot there too."""
+  """Trains and measures every module in `workdir`, writes the CSV, Markdown and plot there
+  (after each module, so a benchmark stopped midway leaves its table so far), prints the
+  table; returns the rows. With `export`, copies each finished run (`export_run`) and the CSV,
+  Markdown and plot there too."""
+  if not modules:
+    raise ValueError("No fusion modules to benchmark.")
   os.makedirs(workdir, exist_ok=True)
   data_dir = os.path.abspath(os.path.join(workdir, "tfds"))
   overrides = [f"--config.data.data_dir={data_dir}", *overrides]
+  header = f"Fusion benchmark: {config} {' '.join(overrides)}"
   prepare_data(config, overrides)
   for i, name in enumerate(modules, 1):
     print(f"\n=== [{i}/{len(modules)}] {name}", flush=True)
     benchmark_module(workdir, name, config, overrides, timed_steps)
     if export and os.path.exists(os.path.join(workdir, name, "results.json")):
       export_run(workdir, name, export)
-  rows = load_results(workdir, modules)
-  table, note = markdown_table(rows), machines_note(rows)
-  write_csv(rows, os.path.join(workdir, CSV))
-  with open(os.path.join(workdir, MARKDOWN), "w") as f:
-    f.write(f"Fusion benchmark: {config} {' '.join(overrides)}\n\n{table}\n\n{note}\n")
-  plot_accuracy_vs_time(workdir, os.path.join(workdir, PLOT), modules)
-  if export:
-    os.makedirs(export, exist_ok=True)
-    for output in (CSV, MARKDOWN, PLOT):
-      shutil.copy2(os.path.join(workdir, output), export)
+    rows = write_tables(workdir, modules, header, export)
   failed = [row["module"] for row in rows if row["status"] != "ok"]
-  print(f"\n{table}\n\n{note}\nWrote {CSV}, {MARKDOWN} and {PLOT} in {workdir}" +
-        (f" and {export}" if export else "") +
+  print(f"\n{markdown_table(rows)}\n\n{machines_note(rows)}\nWrote {CSV}, {MARKDOWN} and "
+        f"{PLOT} in {workdir}" + (f" and {export}" if export else "") +
         (f"; not ok: {', '.join(failed)}" if failed else ""), flush=True)
   return rows
 
