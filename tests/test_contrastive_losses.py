@@ -40,7 +40,7 @@ def test_softmax_loss_is_low_for_matching_pairs_and_symmetric():
 @pytest.mark.parametrize("mesh_shape", [(8, 1), (4, 2), (2, 1)])
 def test_chunked_sigmoid_loss_equals_the_plain_loss(mesh_shape):
   data, fsdp = mesh_shape
-  mesh = jax.make_mesh((data, fsdp, 8 // (data * fsdp)), ("data", "fsdp", "model"))
+  mesh = sharding.make_mesh({"data": data, "fsdp": fsdp, "model": -1})
   image, text = embeddings(32)
   t, b = jnp.float32(10.0), jnp.float32(-10.0)
   want = contrastive.sigmoid_loss(image, text, t, b)
@@ -57,7 +57,7 @@ def test_chunked_sigmoid_loss_equals_the_plain_loss(mesh_shape):
 
 
 def test_chunked_loss_names_a_batch_that_does_not_split():
-  mesh = jax.make_mesh((8, 1, 1), ("data", "fsdp", "model"))
+  mesh = sharding.make_mesh({"data": 8})
   image, text = embeddings(12)
   with pytest.raises(ValueError, match="does not split over the 8 devices"):
     contrastive.chunked_sigmoid_loss(image, text, 1.0, 0.0, mesh=mesh)
