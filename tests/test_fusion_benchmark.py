@@ -161,6 +161,20 @@ def test_a_stopped_module_resumes_and_counts_both_parts(tmp_path, monkeypatch):
   assert row["status"] == "ok" and row["accuracy"] == 0.5
 
 
+def test_a_new_module_records_since_when_it_runs(tmp_path, monkeypatch):
+  seen = {}
+
+  def first_run(name, spec, workdir, log_path, overrides, append_log=False):
+    with open(os.path.join(workdir, fusion.RECORD)) as f:  # written before the run starts
+      seen.update(json.load(f))
+    return main_job.Run(name, [], 10.0, 20.0, 1, log_path)
+
+  monkeypatch.setattr(main_job, "run_main_job", first_run)
+  record = fusion.benchmark_module(str(tmp_path), "early", CONFIG, OVERRIDES, timed_steps=1)
+  assert "running_since" in seen and seen["segments"] == []
+  assert record["segments"] == [[10.0, 20.0]] and record["returncode"] == 1
+
+
 def test_a_record_without_segments_counts_its_start_to_end():
   assert fusion.earlier_segments({"start": 10.0, "end": 70.0}, "/no/such/log") == [[10.0, 70.0]]
   assert fusion.earlier_segments({}, "/no/such/log") == []

@@ -78,6 +78,8 @@ def read_json(path: str) -> Any:
 
 
 def write_json(path: str, value: Any) -> None:
+  """Writes `value` to `path`, creating its folder."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path, "w") as f:
     json.dump(value, f, indent=2)
 
