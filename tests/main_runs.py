@@ -12,9 +12,9 @@ import tensorflow as tf
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def main_command(workdir, data_dir, *flags, config_arg="tiny=true"):
+def main_command(workdir, data_dir, *flags, config_arg="tiny=true", config="shapes_vqa.py"):
   return [sys.executable, "-m", "multimodal.main",
-          f"--config={REPO}/configs/shapes_vqa.py:{config_arg}", f"--workdir={workdir}",
+          f"--config={REPO}/configs/{config}:{config_arg}", f"--workdir={workdir}",
           f"--config.data.data_dir={data_dir}", *flags]
 
 
@@ -26,8 +26,10 @@ def main_env(num_devices=None):
   return env
 
 
-def run_main(workdir, data_dir, *flags, num_devices=None, config_arg="tiny=true"):
-  return subprocess.run(main_command(workdir, data_dir, *flags, config_arg=config_arg),
+def run_main(workdir, data_dir, *flags, num_devices=None, config_arg="tiny=true",
+             config="shapes_vqa.py"):
+  return subprocess.run(main_command(workdir, data_dir, *flags, config_arg=config_arg,
+                                     config=config),
                         cwd=REPO, capture_output=True, text=True, timeout=600,
                         env=main_env(num_devices))
 

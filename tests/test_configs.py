@@ -31,8 +31,24 @@ def shrink(spec):
     spec["fusion"] = {**spec["fusion"], "width": 32, "depth": 1, "num_heads": 4, "mlp_dim": 64}
     if "fusion_layer" in spec["fusion"]:
       spec["fusion"]["fusion_layer"] = min(spec["fusion"]["fusion_layer"], 1)
-  spec["head"] = {**spec["head"], "hidden_dim": 32}
+  if "head" in spec:
+    spec["head"] = {**spec["head"], "hidden_dim": 32}
+  if "decoder" in spec:
+    spec["decoder"] = {**spec["decoder"], "width": 32, "depth": 1, "num_heads": 4,
+                       "head_dim": 8, "mlp_dim": 64}
   return spec
+
+
+# What each model type takes (for a batch of 2) and gives, at vocab_size 50 and 11 answers.
+CLASSIFIER_BATCH = dict(image=jnp.zeros((2, 32, 32, 3)), question_tokens=jnp.ones((2, 8), jnp.int32),
+                        question_mask=jnp.ones((2, 8), bool))
+MODEL_IO = {
+    "fusion_vqa": (CLASSIFIER_BATCH, (2, 11)),
+    "text_only_vqa": (CLASSIFIER_BATCH, (2, 11)),
+    "paligemma": (dict(image=jnp.zeros((2, 32, 32, 3)), text_tokens=jnp.ones((2, 8), jnp.int32),
+                       text_mask=jnp.ones((2, 8), bool), prefix_mask=jnp.ones((2, 8), bool)),
+                  (2, 8, 50)),
+}
 
 
 def test_there_are_configs():
@@ -42,12 +58,13 @@ def test_there_are_configs():
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
 def test_config_loads_and_builds_its_model(path):
   config = load(path).get_config()
-  model = models.MODELS.build(shrink(config.model.to_dict()), num_answers=11, vocab_size=50)
-  batch = dict(image=jnp.zeros((2, 32, 32, 3)), question_tokens=jnp.ones((2, 8), jnp.int32),
-               question_mask=jnp.ones((2, 8), bool))
-  logits, _ = jax.eval_shape(lambda: model.init_with_output(jax.random.key(0), batch,
-                                                            train=False))
-  assert logits.shape == (2, 11)
+  batch, output_shape = MODEL_IO[config.model.type]
+  kwargs = dict(vocab_size=50) if config.model.type == "paligemma" else dict(
+      num_answers=11, vocab_size=50)
+  model = models.MODELS.build(shrink(config.model.to_dict()), **kwargs)
+  outputs, _ = jax.eval_shape(lambda: model.init_with_output(jax.random.key(0), batch,
+                                                             train=False))
+  assert outputs.shape == output_shape
   for name, spec in config.evals.items():
     assert "type" in spec and "split" in spec, name
 

@@ -2,7 +2,7 @@
 import pytest
 
 from multimodal.evaluators.vqa_accuracy import (accuracy_report, normalize, process_punctuation,
-                                                 vqa_accuracy)
+                                                 soft_accuracy, vqa_accuracy)
 
 
 @pytest.mark.parametrize("prediction, answers, want", [
@@ -53,3 +53,13 @@ def test_bad_input_is_a_clear_error():
     vqa_accuracy("yes", [])
   with pytest.raises(ValueError):
     accuracy_report(["yes"], [["yes"], ["no"]])  # lengths differ
+
+
+def test_soft_accuracy_for_fewer_annotators():
+  assert soft_accuracy("dog", ["dog"]) == 1.0  # one annotator: exact match
+  assert soft_accuracy("Dog", ["dog"]) == 0.0  # unanimous: no normalisation, as the script
+  assert soft_accuracy("dog", ["dog", "cat"]) == 0.5
+  assert soft_accuracy("a dog", ["dog", "dog", "cat", "dog"]) == 1.0
+  assert accuracy_report(["dog"], [["dog"]], metric="soft")["accuracy"] == 1.0
+  with pytest.raises(ValueError, match="Unknown VQA metric"):
+    accuracy_report(["dog"], [["dog"]], metric="exact")

@@ -12,7 +12,7 @@ from absl import logging
 from etils import epath
 
 from multimodal.data import pipeline
-from multimodal.evaluators import common
+from multimodal.evaluators import common, vqa_accuracy
 from multimodal.models import missing_modalities
 from multimodal.evaluators.registry import EVALUATORS, EvalContext
 
@@ -72,23 +72,29 @@ class VqaEvaluator:
     ds = pipeline.make_dataset(self.context.builder, split=self.split, pp=self.pp,
                                batch_size=local_batch, train=False, extras=raw_text,
                                where=self.where)
-    answers = self.context.task.answers
     records = []
     for batch in common.padded_batches(ds.as_numpy_iterator(), local_batch):
       if missing is not None:
         batch[missing + missing_modalities.MISSING_SUFFIX] = np.ones(local_batch, bool)
       predictions = self.context.predict(
           params, pipeline.to_global(batch, self.context.batch_sharding))
-      predicted = common.local_rows(predictions["answer"], local_batch)
-      scores = common.local_rows(predictions["score"], local_batch)
-      for i in range(local_batch):
+      scored = self._scored_answers(predictions, batch, local_batch)
+      for i, (prediction, score) in enumerate(scored):
         if batch["_valid"][i]:
           records.append({"question": batch["_question"][i].decode(),
                           "question_type": batch["_question_type"][i].decode(),
                           "answers": batch["_answers"][i].decode().split("|"),
-                          "prediction": answers[predicted[i]],
-                          "score": float(scores[i])})
+                          "prediction": prediction, "score": score})
     return common.allgather_records(records)
+
+  def _scored_answers(self, predictions: dict[str, jax.Array], batch: dict[str, np.ndarray],
+                      local_batch: int) -> list[tuple[str, float]]:
+    """(answer text, score) for each row of this host's batch: the classifier's answer and
+    its soft score."""
+    answers = self.context.task.answers
+    predicted = common.local_rows(predictions["answer"], local_batch)
+    scores = common.local_rows(predictions["score"], local_batch)
+    return [(answers[p], float(s)) for p, s in zip(predicted, scores)]
 
   def _write(self, records: list[dict[str, Any]], step: int) -> None:
     folder = epath.Path(self.context.workdir) / "predictions"
@@ -110,3 +116,27 @@ def accuracy_by_type(records: list[dict[str, Any]]) -> dict[str, float]:
              "num_examples": float(len(records))}
   metrics.update({f"accuracy/{t}": sum(s) / len(s) for t, s in sorted(by_type.items())})
   return metrics
+
+
+@EVALUATORS.register("generative_vqa")
+class GenerativeVqaEvaluator(VqaEvaluator):
+  """`VqaEvaluator` for answers the model writes (task `generative_vqa`): the decoded text
+  scored against the annotators' answers by `metric`, "vqa" (GT-Vision-Lab's vqaEval.py, for
+  ten annotators as in VQAv2) or "soft" (min(1, matches / min(3, N)): the score classifiers
+  get, and exact match for one-answer data such as Shapes VQA). Other arguments as
+  `VqaEvaluator`.
+  """
+
+  def __init__(self, context: EvalContext, name: str, *args: Any, metric: str = "vqa",
+               **kwargs: Any):
+    if metric not in vqa_accuracy.METRICS:
+      raise ValueError(f"Unknown VQA metric {metric!r}; use one of {sorted(vqa_accuracy.METRICS)}.")
+    super().__init__(context, name, *args, **kwargs)
+    self.metric = vqa_accuracy.METRICS[metric]
+
+  def _scored_answers(self, predictions: dict[str, jax.Array], batch: dict[str, np.ndarray],
+                      local_batch: int) -> list[tuple[str, float]]:
+    tokens = common.local_rows(predictions["answer_tokens"], local_batch)
+    texts = [self.context.task.answer_text(row) for row in tokens]
+    return [(text, self.metric(text, answers.decode().split("|")))
+            for text, answers in zip(texts, batch["_answers"])]

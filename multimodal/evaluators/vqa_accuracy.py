@@ -91,8 +91,9 @@ def normalize(text: str) -> str:
   return process_digit_article(process_punctuation(text))
 
 
-def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
-  """The score of one prediction against the annotators' answers, in [0, 1]."""
+def compared_forms(prediction: str, answers: Sequence[str]) -> tuple[str, list[str]]:
+  """The prediction and answers as the script compares them: whitespace cleaned, and
+  normalised only when the annotators disagree."""
   if not answers:
     raise ValueError("VQA accuracy needs at least one annotator answer, got none.")
   answers = [clean_whitespace(a) for a in answers]
@@ -100,16 +101,37 @@ def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
   if len(set(answers)) > 1:
     answers = [normalize(a) for a in answers]
     prediction = normalize(prediction)
+  return prediction, list(answers)
+
+
+def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
+  """The score of one prediction against the annotators' answers, in [0, 1]."""
+  prediction, answers = compared_forms(prediction, answers)
   matches = sum(a == prediction for a in answers)
   # Leave annotator i out: the others match `matches - [answer i matches]` times.
   return sum(min(1.0, (matches - (a == prediction)) / 3) for a in answers) / len(answers)
 
 
+def soft_accuracy(prediction: str, answers: Sequence[str]) -> float:
+  """min(1, matches / min(3, N)) over N annotator answers, compared as `vqa_accuracy` compares
+  them: for data with fewer annotators than VQA's ten (one answer: exact match after the same
+  cleaning), where the leave-one-out average of the script is not defined (one annotator
+  would always score 0). It is the score `vqa_answers` gives a classifier's answers."""
+  prediction, answers = compared_forms(prediction, answers)
+  return min(1.0, sum(a == prediction for a in answers) / min(3, len(answers)))
+
+
+METRICS = {"vqa": vqa_accuracy, "soft": soft_accuracy}
+
+
 def accuracy_report(predictions: Iterable[str], answers: Iterable[Sequence[str]],
-                    groups: Mapping[str, Iterable[str]] | None = None) -> dict[str, float]:
+                    groups: Mapping[str, Iterable[str]] | None = None,
+                    metric: str = "vqa") -> dict[str, float]:
   """{"accuracy": mean score, "accuracy/KIND/VALUE": mean score of the questions whose KIND
   (e.g. "answer_type", "question_type": one label per question in `groups[KIND]`) is VALUE}."""
-  scores = [vqa_accuracy(p, a) for p, a in zip(predictions, answers, strict=True)]
+  if metric not in METRICS:
+    raise ValueError(f"Unknown VQA metric {metric!r}; use one of {sorted(METRICS)}.")
+  scores = [METRICS[metric](p, a) for p, a in zip(predictions, answers, strict=True)]
   if not scores:
     raise ValueError("No questions to score.")
   report = {"accuracy": sum(scores) / len(scores)}

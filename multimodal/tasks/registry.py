@@ -6,7 +6,7 @@ tasks plug in here without touching the train loop.
 """
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import jax
 
@@ -25,6 +25,14 @@ class Task(Protocol):
 
   def predict(self, outputs: Any, batch: Batch) -> dict[str, jax.Array]:
     """Per-example predictions; runs inside jit."""
+
+
+@runtime_checkable
+class GenerativeTask(Protocol):
+  """A task whose predictions are decoded (many forward passes), not read off one."""
+
+  def generate(self, model: Any, params: Any, batch: Batch) -> dict[str, jax.Array]:
+    """Per-example predictions decoded on the device; runs inside jit."""
 
 
 TASKS = Registry("task")

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from multimodal.models import aux_losses
-from multimodal.tasks import Task
+from multimodal.tasks import GenerativeTask, Task
 from multimodal.training.train_state import TrainState
 
 Batch = dict[str, jax.Array]
@@ -103,6 +103,8 @@ def make_predict(model: nn.Module, task: Task, params_shardings: Any,
   """Compiled (params, batch) -> the task's per-example predictions."""
 
   def predict(params: Any, batch: Batch) -> dict[str, jax.Array]:
+    if isinstance(task, GenerativeTask):  # Predictions need more than one forward pass.
+      return task.generate(model, params, batch)
     return task.predict(model.apply({"params": params}, batch, train=False), batch)
 
   return jax.jit(predict, in_shardings=(params_shardings, batch_sharding),

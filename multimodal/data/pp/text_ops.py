@@ -1,6 +1,9 @@
 """Text preprocessing ops: sentencepiece tokenization and VQA answer targets."""
 from __future__ import annotations
 
+import collections
+from typing import Any
+
 import numpy as np
 import tensorflow as tf
 
@@ -74,3 +77,54 @@ def vqa_answers(vocab: str, key: str = "answers", soft: bool = True) -> PpFn:
     return {**example, "answer_index": index, "answer_scores": scores}
 
   return apply
+
+
+@PP_OPS.register("tok_prompt_answer")
+def tok_prompt_answer(max_len: int, model: str, prompt_key: str = "question",
+                      answer_key: str = "answers", with_answer: bool = True) -> PpFn:
+  """A prompt and its answer as one decoder sequence, for PaLI-style generators.
+
+  -> text_tokens int32[max_len] = [BOS, prompt pieces, answer pieces, EOS, 0, ...],
+  text_mask bool[max_len] (real tokens) and prefix_mask bool[max_len] (BOS and the prompt:
+  what the model is given, not trained to say). The answer is the most frequent of the
+  annotators' answers (ties: the first given). With with_answer=False (evaluation, where the
+  model writes the answer) the sequence ends after the prompt. A sequence longer than
+  max_len loses the end of its prompt first, then of its answer; EOS is always kept.
+  """
+  if max_len < 2:
+    raise ValueError(f"tok_prompt_answer: max_len must be >= 2 (BOS and EOS), got {max_len}.")
+  sp = tokenizer.load(model)
+  bos, eos = sp.bos_id(), sp.eos_id()
+  if bos < 0 or eos < 0:
+    raise ValueError(f"tok_prompt_answer: tokenizer {model!r} needs BOS and EOS tokens.")
+
+  def encode(prompt: Any, answers: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    prompt_ids = sp.encode(_text(prompt))
+    answer_ids = []
+    if with_answer:
+      given = [_text(a) for a in np.atleast_1d(np.asarray(answers, dtype=object))]
+      answer_ids = sp.encode(collections.Counter(given).most_common(1)[0][0]) + [eos]
+      if len(answer_ids) > max_len - 1:  # Room for BOS: the answer's end goes, EOS stays.
+        answer_ids = answer_ids[:max_len - 2] + [eos]
+    prompt_ids = [bos, *prompt_ids][:max_len - len(answer_ids)]
+    ids = prompt_ids + answer_ids
+    tokens = np.zeros(max_len, np.int32)
+    tokens[:len(ids)] = ids
+    positions = np.arange(max_len)
+    return tokens, positions < len(ids), positions < len(prompt_ids)
+
+  def apply(example: Example) -> Example:
+    answers = example[answer_key] if with_answer else tf.constant([""])
+    outputs = tf.numpy_function(encode, [example[prompt_key], answers],
+                                [tf.int32, tf.bool, tf.bool], stateful=False)
+    for output in outputs:
+      output.set_shape([max_len])
+    return {**example, **dict(zip(("text_tokens", "text_mask", "prefix_mask"), outputs))}
+
+  return apply
+
+
+def _text(value: Any) -> str:
+  """A string from a tf.data string: UTF-8 bytes, or a 0-d object array when run eagerly."""
+  value = np.asarray(value, dtype=object).item()
+  return value.decode() if isinstance(value, bytes) else value
