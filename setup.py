@@ -30,6 +30,9 @@ EXTRAS_REQUIRE = {
         "nbformat>=5.10,<6",
         "ipykernel>=6.29,<8",
         "matplotlib>=3.8,<3.12",
+        # The coco-caption reference BLEU and CIDEr-D that tests/test_caption_metrics.py
+        # compares against (pure Python; its Java tools are not used).
+        "pycocoevalcap==1.2",
     ],
 }
 
