@@ -1,7 +1,8 @@
 """The tiny fusion benchmark that several tests read: two modules that train and one that fails.
 
-Run once per test session (the `fusion_sweep` fixture in conftest.py): tests/test_fusion_benchmark.py
-checks its tables, records and export, and the fusion colab's test reads it as its results folder.
+Run once per test session (the `fusion_sweep` fixture in conftest.py):
+tests/test_fusion_benchmark.py checks its tables, records and export, and the fusion colab's
+test reads it as its results folder.
 """
 import dataclasses
 import os

@@ -40,7 +40,8 @@ def shrink(spec):
 
 
 # What each model type takes (for a batch of 2) and gives, at vocab_size 50 and 11 answers.
-CLASSIFIER_BATCH = dict(image=jnp.zeros((2, 32, 32, 3)), question_tokens=jnp.ones((2, 8), jnp.int32),
+CLASSIFIER_BATCH = dict(image=jnp.zeros((2, 32, 32, 3)),
+                        question_tokens=jnp.ones((2, 8), jnp.int32),
                         question_mask=jnp.ones((2, 8), bool))
 MODEL_IO = {
     "fusion_vqa": (CLASSIFIER_BATCH, (2, 11)),

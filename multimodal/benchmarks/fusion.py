@@ -11,9 +11,10 @@ DIR/NAME/main.log), all reading one TFDS data dir (DIR/tfds) generated before th
 the training minutes exclude data generation. A run that fails is reported as failed, with
 its log, and the others go on; running the command again skips the modules whose
 DIR/NAME/results.json exists, and a module that was stopped (killed, or failed) resumes from
-its last checkpoint, appending to its log, its training minutes the sum of both parts. Then, in this process, on one device: the parameters, XLA's
-FLOP counts of the forward pass and of the train step, the train step's median time on a
-synthetic batch of the training batch size, and its peak memory (XLA's memory analysis).
+its last checkpoint, appending to its log, its training minutes the sum of both parts. Then,
+in this process, on one device: the parameters, XLA's FLOP counts of the forward pass and of
+the train step, the train step's median time on a synthetic batch of the training batch size,
+and its peak memory (XLA's memory analysis).
 
 Writes DIR/fusion_benchmark.csv, DIR/fusion_benchmark.md (validation accuracy overall, per
 question type, and with the image or the question removed; the costs; the training minutes;
