@@ -35,14 +35,7 @@ def get_config(arg: str | None = None):
                                 text_only=False, tiny=False, fusion="cross_attention",
                                 query="text", context="image", modality_dropout=0.0,
                                 eval_missing=False, question_types="")
-  if args.tiny:
-    args.data, args.total_steps, args.batch_size = "tiny", 20, 16
-  c = config_utils.base_config()
-  c.total_steps = args.total_steps
-  c.batch_size = args.batch_size
-  c.log_every_steps = 5 if args.tiny else 50
-  c.data.name = "shapes_vqa"
-  c.data.config = args.data
+  c = config_utils.shapes_vqa_base(args)
   where = ({"question_type": config_utils.choices(args.question_types.split("+"),
                                                    QUESTION_TYPES, "question_types")}
            if args.question_types else {})

@@ -31,14 +31,7 @@ MODEL_INPUTS = "keep('image', 'text_tokens', 'text_mask', 'prefix_mask')"
 def get_config(arg: str | None = None):
   args = config_utils.parse_arg(arg, data="default", res=64, total_steps=3600, batch_size=128,
                                 num_kv_heads=1, beam_size=1, tiny=False)
-  if args.tiny:
-    args.data, args.total_steps, args.batch_size = "tiny", 20, 16
-  c = config_utils.base_config()
-  c.total_steps = args.total_steps
-  c.batch_size = args.batch_size
-  c.log_every_steps = 5 if args.tiny else 50
-  c.data.name = "shapes_vqa"
-  c.data.config = args.data
+  c = config_utils.shapes_vqa_base(args)
   image_pp = PP_IMAGE.format(res=args.res)
   c.pp_train = (f"{image_pp}|tok_prompt_answer(max_len={MAX_LEN}, model='shapes')|"
                 f"{MODEL_INPUTS}")

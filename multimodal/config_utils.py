@@ -99,3 +99,18 @@ def missing_modalities_eval(pp: str, batch_size: int, split: str = "validation",
   return dict(type="vqa", split=split, pp=pp, batch_size=batch_size, every_steps=0,
               write_predictions=False, missing_modalities=("image", "text"),
               max_examples=config_dict.placeholder(int), where=where or {})
+
+
+def shapes_vqa_base(args: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`base_config` on the built-in shapes_vqa data, from a Shapes config's arguments (data,
+  total_steps, batch_size, tiny); tiny=true sets the tiny data, 20 steps and batch 16 (and
+  writes them back into `args`)."""
+  if args.tiny:
+    args.data, args.total_steps, args.batch_size = "tiny", 20, 16
+  c = base_config()
+  c.total_steps = args.total_steps
+  c.batch_size = args.batch_size
+  c.log_every_steps = 5 if args.tiny else 50
+  c.data.name = "shapes_vqa"
+  c.data.config = args.data
+  return c
