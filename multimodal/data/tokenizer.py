@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 import os
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from absl import app, flags, logging
 import sentencepiece as spm
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 # Ids fixed for every model trained here: padding with 0 is then always the pad token.
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -23,8 +25,13 @@ PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 # every shapes question word is one piece, so a question is at most 12) was made with
 #   python -m multimodal.data.tokenizer --dataset=shapes_vqa/small --split=train \
 #       --with_answers --model_type=bpe --vocab_size=160 --output=multimodal/assets/shapes_sp.model
+# shapes_text_sp.model (BPE, 200 pieces) also covers the shapes_captions captions (at most 23
+# pieces each, a question at most 12), for the text decoders and towers trained on both:
+#   python -m multimodal.data.tokenizer --dataset=shapes_vqa/small --split=train \
+#       --with_answers --captions_from=shapes_captions/small --model_type=bpe \
+#       --vocab_size=200 --output=multimodal/assets/shapes_text_sp.model
 _ASSETS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
-_PACKAGED = {"shapes": "shapes_sp.model"}
+_PACKAGED = {"shapes": "shapes_sp.model", "shapes_text": "shapes_text_sp.model"}
 
 
 def model_path(model: str) -> str:
@@ -68,12 +75,25 @@ def train(texts: Iterable[str], output_path: str, vocab_size: int, *,
     f.write(model.getvalue())
 
 
+def iter_captions(dataset: str, split: str = "train", data_dir: str | None = None
+                  ) -> Iterator[str]:
+  """Every caption of a TFDS split with a `captions` feature (e.g. shapes_captions)."""
+  ds = tfds.load(dataset, split=split, data_dir=data_dir,
+                 decoders={"image": tfds.decode.SkipDecoding()})
+  for captions in ds.map(lambda ex: ex["captions"]).as_numpy_iterator():
+    yield from (c.decode() for c in captions)
+
+
 def main(argv: list[str]) -> None:
   del argv
   f = flags.FLAGS
-  records = jsonl_vqa.iter_vqa_text(
-      dataset=f.dataset, split=f.split, data_dir=f.data_dir, jsonl=f.jsonl)
-  texts = (t for q, answers in records for t in [q, *(answers if f.with_answers else ())])
+  records = []  # Captions alone are enough.
+  if f.dataset or f.jsonl or not f.captions_from:
+    records = jsonl_vqa.iter_vqa_text(
+        dataset=f.dataset, split=f.split, data_dir=f.data_dir, jsonl=f.jsonl)
+  texts = itertools.chain(
+      (t for q, answers in records for t in [q, *(answers if f.with_answers else ())]),
+      *(iter_captions(d, f.split, f.data_dir) for d in f.captions_from))
   train(texts, f.output, f.vocab_size, model_type=f.model_type)
   logging.info("Wrote %s: %d pieces, %d bytes.", f.output, load(f.output).vocab_size(),
                tf.io.gfile.stat(f.output).length)
@@ -85,6 +105,9 @@ if __name__ == "__main__":
   from multimodal.data.builders import jsonl_vqa  # pylint: disable=g-import-not-at-top
   jsonl_vqa.define_source_flags()
   flags.DEFINE_bool("with_answers", False, "Also train on the answers' text.")
+  flags.DEFINE_multi_string("captions_from", [], "Also (or, without --dataset and --jsonl, "
+                            "only) train on the captions of these TFDS datasets' --split (e.g. "
+                            "shapes_captions/small).")
   flags.DEFINE_string("output", None, "Where to write the .model file.", required=True)
   flags.DEFINE_integer("vocab_size", None, "Upper bound on the number of pieces.", required=True)
   flags.DEFINE_enum("model_type", "unigram", ["unigram", "bpe", "char", "word"],

@@ -2,19 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 from typing import Any, Iterator
 
-import numpy as np
-from PIL import Image
 import tensorflow_datasets as tfds
 
+from multimodal.data.builders import shapes_common
 from multimodal.data.builders.vqa_features import vqa_features
-
 from multimodal.data.shapes import vqa_questions
-
-# Each split draws scenes from its own seed, seed * 3 + offset, so splits never share a scene.
-_SPLIT_SEED_OFFSETS = {"train": 0, "validation": 1, "test": 2}
 
 
 @dataclasses.dataclass
@@ -53,12 +47,6 @@ def make_config(**overrides: int) -> ShapesVqaConfig:
   return ShapesVqaConfig(name=name, description=f"Custom sizes: {sizes}.", **sizes)
 
 
-def _encode_png(image: np.ndarray) -> bytes:
-  buffer = io.BytesIO()
-  Image.fromarray(image).save(buffer, format="PNG")
-  return buffer.getvalue()
-
-
 class ShapesVqa(tfds.core.GeneratorBasedBuilder):
   """Single-word-answer questions (exist, count, color, shape, size, relation, compare_count)
   about 1-6 coloured shapes; answers are balanced so the question text alone scores <= 60%."""
@@ -87,9 +75,9 @@ class ShapesVqa(tfds.core.GeneratorBasedBuilder):
                         ) -> dict[str, Iterator[tuple[int, dict[str, Any]]]]:
     del dl_manager  # Everything is generated locally.
     config = self.builder_config
-    return {split: self._generate_examples(config.seed * 3 + offset,
+    return {split: self._generate_examples(shapes_common.split_seed(config.seed, split),
                                            getattr(config, f"num_{split}"))
-            for split, offset in _SPLIT_SEED_OFFSETS.items()}
+            for split in shapes_common.SPLIT_SEED_OFFSETS}
 
   def _generate_examples(self, seed: int, num_questions: int
                          ) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -97,7 +85,7 @@ class ShapesVqa(tfds.core.GeneratorBasedBuilder):
     for ex in vqa_questions.iterate_examples(seed, num_questions,
                                              self.builder_config.image_size):
       if ex["scene_id"] != png_scene:  # Encode each scene once for all its questions.
-        png, png_scene = _encode_png(ex["image"]), ex["scene_id"]
+        png, png_scene = shapes_common.encode_png(ex["image"]), ex["scene_id"]
       yield ex["question_id"], {
           "image": png,
           "question": ex["question"],
