@@ -35,7 +35,7 @@ def get_config(arg: str | None = None):
                                 text_only=False, tiny=False, fusion="cross_attention",
                                 query="text", context="image", modality_dropout=0.0,
                                 eval_missing=False, question_types="")
-  c = config_utils.shapes_vqa_base(args)
+  c = config_utils.shapes_base(args)
   where = ({"question_type": config_utils.choices(args.question_types.split("+"),
                                                    QUESTION_TYPES, "question_types")}
            if args.question_types else {})
@@ -56,14 +56,7 @@ def get_config(arg: str | None = None):
   else:
     c.model = dict(
         type="fusion_vqa",
-        # A convolutional stem lets each 8x8-pixel token see whole shapes (9-15 px).
-        # Fixed 2-D sin-cos positions give the relation questions coordinates from step 0;
-        # the stem skips LayerNorm, which costs ~13% of the step on a CPU and learned shapes
-        # no faster in a probe.
-        image=dict(type="vit", variant=None, width=width, depth=depth,
-                   mlp_dim=2 * width, num_heads=4, patch_size=8, stem="conv",
-                   stem_channels=(16, 32), stem_norm=False, posemb="sincos2d",
-                   pool_type="none", **stacking),
+        image=config_utils.shapes_vit(width, depth, **stacking),
         text=text,
         fusion=dict(type=args.fusion, width=width, depth=depth, num_heads=4,
                     mlp_dim=2 * width, **stacking,

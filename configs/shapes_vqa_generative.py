@@ -31,12 +31,12 @@ MODEL_INPUTS = "keep('image', 'text_tokens', 'text_mask', 'prefix_mask')"
 def get_config(arg: str | None = None):
   args = config_utils.parse_arg(arg, data="default", res=64, total_steps=3600, batch_size=128,
                                 num_kv_heads=1, beam_size=1, tiny=False)
-  c = config_utils.shapes_vqa_base(args)
+  c = config_utils.shapes_base(args)
   image_pp = PP_IMAGE.format(res=args.res)
   c.pp_train = (f"{image_pp}|tok_prompt_answer(max_len={MAX_LEN}, model='shapes')|"
                 f"{MODEL_INPUTS}")
   eval_pp = f"{image_pp}|tok_prompt_answer(max_len={MAX_LEN}, model='shapes', with_answer=False)"
-  c.task = dict(type="generative_vqa", tokenizer="shapes", max_answer_tokens=4,
+  c.task = dict(type="image_to_text", tokenizer="shapes", max_answer_tokens=4,
                 beam_size=args.beam_size)
 
   width = 64 if args.tiny else 128
@@ -44,11 +44,8 @@ def get_config(arg: str | None = None):
   c.model = dict(
       type="paligemma",
       # The classifier baseline's image encoder (configs/shapes_vqa.py).
-      image=dict(type="vit", variant=None, width=width, depth=depth, mlp_dim=2 * width,
-                 num_heads=4, patch_size=8, stem="conv", stem_channels=(16, 32),
-                 stem_norm=False, posemb="sincos2d", pool_type="none"),
-      decoder=dict(width=width, depth=depth, num_heads=4, num_kv_heads=args.num_kv_heads,
-                   head_dim=width // 4, mlp_dim=2 * width),
+      image=config_utils.shapes_vit(width, depth),
+      decoder=config_utils.shapes_decoder(width, depth, args.num_kv_heads),
       dtype="float32")
 
   c.optimizer.learning_rate = 1e-3

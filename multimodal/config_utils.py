@@ -101,8 +101,9 @@ def missing_modalities_eval(pp: str, batch_size: int, split: str = "validation",
               max_examples=config_dict.placeholder(int), where=where or {})
 
 
-def shapes_vqa_base(args: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """`base_config` on the built-in shapes_vqa data, from a Shapes config's arguments (data,
+def shapes_base(args: ml_collections.ConfigDict, dataset: str = "shapes_vqa"
+                ) -> ml_collections.ConfigDict:
+  """`base_config` on a built-in Shapes dataset, from a Shapes config's arguments (data,
   total_steps, batch_size, tiny); tiny=true sets the tiny data, 20 steps and batch 16 (and
   writes them back into `args`)."""
   if args.tiny:
@@ -111,6 +112,24 @@ def shapes_vqa_base(args: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   c.total_steps = args.total_steps
   c.batch_size = args.batch_size
   c.log_every_steps = 5 if args.tiny else 50
-  c.data.name = "shapes_vqa"
+  c.data.name = dataset
   c.data.config = args.data
   return c
+
+
+def shapes_vit(width: int, depth: int, **overrides: Any) -> dict[str, Any]:
+  """The image encoder of the Shapes configs.
+
+  A convolutional stem lets each 8x8-pixel token see whole shapes (9-15 px). Fixed 2-D
+  sin-cos positions give relation questions coordinates from step 0; the stem skips
+  LayerNorm, which costs ~13% of the step on a CPU and learned shapes no faster in a probe.
+  """
+  return {**dict(type="vit", variant=None, width=width, depth=depth, mlp_dim=2 * width,
+                 num_heads=4, patch_size=8, stem="conv", stem_channels=(16, 32),
+                 stem_norm=False, posemb="sincos2d", pool_type="none"), **overrides}
+
+
+def shapes_decoder(width: int, depth: int, num_kv_heads: int = 1) -> dict[str, Any]:
+  """The Gemma-style text decoder of the Shapes image-to-text configs (4 heads)."""
+  return dict(width=width, depth=depth, num_heads=4, num_kv_heads=num_kv_heads,
+              head_dim=width // 4, mlp_dim=2 * width)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 from typing import Any, Callable, Generic, TypeVar
 
 T = TypeVar("T")
@@ -44,14 +45,22 @@ class Registry(Generic[T]):
   def __contains__(self, name: str) -> bool:
     return name in self._entries
 
-  def build(self, spec: Any, **kwargs: Any) -> Any:
-    """Builds from `{'type': name, **config}` (a dict or ConfigDict) plus kwargs."""
+  def build(self, spec: Any, offered: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+    """Builds from `{'type': name, **config}` (a dict or ConfigDict) plus kwargs.
+
+    `offered`: keyword arguments passed only to constructors that name them in their
+    signature: what the caller has and only some entries need (the trainer offers tasks
+    the device mesh, which a loss computed across devices needs).
+    """
     spec = dict(spec)
     if "type" not in spec:
       raise KeyError(f"A {self.kind} spec needs a 'type' (one of {self.names()}); got {spec}.")
     name = spec.pop("type")
     constructor = self.get(name)
     check_fields(f"{self.kind} {name!r}", constructor, spec)
+    if offered:
+      wanted = inspect.signature(constructor).parameters
+      kwargs = {**{k: v for k, v in offered.items() if k in wanted}, **kwargs}
     return constructor(**spec, **kwargs)
 
 

@@ -49,6 +49,9 @@ MODEL_IO = {
     "paligemma": (dict(image=jnp.zeros((2, 32, 32, 3)), text_tokens=jnp.ones((2, 8), jnp.int32),
                        text_mask=jnp.ones((2, 8), bool), prefix_mask=jnp.ones((2, 8), bool)),
                   (2, 8, 50)),
+    "two_towers": (dict(image=jnp.zeros((2, 32, 32, 3)), text_tokens=jnp.ones((2, 8), jnp.int32),
+                        text_mask=jnp.ones((2, 8), bool)),
+                   {"image": (2, 32), "text": (2, 32), "temperature": (), "bias": ()}),
 }
 
 
@@ -60,12 +63,15 @@ def test_there_are_configs():
 def test_config_loads_and_builds_its_model(path):
   config = load(path).get_config()
   batch, output_shape = MODEL_IO[config.model.type]
-  kwargs = dict(vocab_size=50) if config.model.type == "paligemma" else dict(
-      num_answers=11, vocab_size=50)
-  model = models.MODELS.build(shrink(config.model.to_dict()), **kwargs)
+  kwargs = (dict(vocab_size=50) if config.model.type in ("paligemma", "two_towers") else
+            dict(num_answers=11, vocab_size=50))
+  spec = shrink(config.model.to_dict())
+  if "embed_dim" in spec:
+    spec["embed_dim"] = 32
+  model = models.MODELS.build(spec, **kwargs)
   outputs, _ = jax.eval_shape(lambda: model.init_with_output(jax.random.key(0), batch,
                                                              train=False))
-  assert outputs.shape == output_shape
+  assert jax.tree.map(lambda x: x.shape, outputs) == output_shape
   for name, spec in config.evals.items():
     assert "type" in spec and "split" in spec, name
 

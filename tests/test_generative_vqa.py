@@ -48,7 +48,7 @@ def test_a_long_sequence_loses_its_prompt_end_first_and_keeps_eos():
 
 
 def test_answer_text_stops_at_eos():
-  task = TASKS.build({"type": "generative_vqa", "tokenizer": "shapes"})
+  task = TASKS.build({"type": "image_to_text", "tokenizer": "shapes"})
   ids = SP.encode("blue")
   assert task.answer_text(np.asarray(ids + [EOS] + SP.encode("red"))) == "blue"
   assert task.answer_text(np.asarray(ids + [0, 0])) == "blue"

@@ -1,6 +1,7 @@
 """Preprocessing ops, one at a time against expected values, and composed by `parse`."""
 from __future__ import annotations
 
+import collections
 import io
 
 import numpy as np
@@ -187,3 +188,45 @@ def test_parse_end_to_end_on_a_dataset(vocab_file):
   assert -1 <= batch["image"].min() and batch["image"].max() <= 1
   np.testing.assert_array_equal(batch["question_mask"].sum(1), [7, 1])
   np.testing.assert_array_equal(batch["answer_index"], [0, -1])
+
+
+def test_tok_encodes_a_list_of_texts_row_by_row():
+  op = text_ops.tok(max_len=6, model="shapes_text", key="captions", out_key="t", mask_key="m")
+  texts = ["a red circle", "two blue squares above a green triangle"]
+  out = op({"captions": tf.constant(texts)})
+  assert out["t"].shape == (2, 6) and out["m"].shape == (2, 6)
+  for i, text in enumerate(texts):
+    one = op({"captions": tf.constant(text)})
+    np.testing.assert_array_equal(out["t"][i], one["t"])
+    np.testing.assert_array_equal(out["m"][i], one["m"])
+
+
+def test_tok_prompt_answer_with_a_fixed_prompt():
+  sp = tokenizer.load("shapes_text")
+  op = text_ops.tok_prompt_answer(max_len=20, model="shapes_text", prompt="caption",
+                                  answer_key="caption")
+  out = op({"caption": tf.constant("a red circle")})
+  prompt, answer = sp.encode("caption"), sp.encode("a red circle")
+  ids = [sp.bos_id(), *prompt, *answer, sp.eos_id()]
+  assert out["text_tokens"].numpy().tolist() == ids + [0] * (20 - len(ids))
+  assert out["prefix_mask"].numpy().sum() == 1 + len(prompt)
+
+
+def test_choice_is_seeded_per_example_and_first_without_a_seed():
+  op = ops.choice("captions", out_key="caption")
+  example = {"captions": tf.constant(["a", "b", "c", "d", "e"])}
+  assert op(example)["caption"].numpy() == b"a"  # Evaluation: no seed.
+  draws = [op({**example, pp.RNG_KEY: tf.constant([7, i], tf.int64)})["caption"].numpy()
+           for i in range(200)]
+  again = [op({**example, pp.RNG_KEY: tf.constant([7, i], tf.int64)})["caption"].numpy()
+           for i in range(200)]
+  assert draws == again
+  counts = collections.Counter(draws)
+  assert set(counts) == {b"a", b"b", b"c", b"d", b"e"} and min(counts.values()) > 20
+  with pytest.raises(tf.errors.InvalidArgumentError, match="is empty"):
+    op({"captions": tf.constant([], tf.string), pp.RNG_KEY: tf.constant([7, 0], tf.int64)})
+
+
+def test_keep_carries_the_seed_of_random_ops():
+  example = {"a": tf.constant(1), "b": tf.constant(2), pp.RNG_KEY: tf.constant([1, 2], tf.int64)}
+  assert set(ops.keep("a")(example)) == {"a", pp.RNG_KEY}

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from multimodal.data import tokenizer
+from multimodal.data import pipeline, tokenizer
+from multimodal.data import pp as pp_lib
 from multimodal.data.builders import shapes_captions
 from multimodal.data.shapes import captions, scenes, vqa_questions
 
@@ -188,3 +189,26 @@ def test_tokenizer_command_trains_on_captions(tiny_builder, tmp_path):
       cwd=_REPO, check=True, capture_output=True, timeout=120)
   sp = tokenizer.load(str(output))
   assert tokenizer.UNK_ID not in sp.encode("two small red circles above a large blue square")
+
+
+def test_training_draws_a_caption_per_visit_the_same_when_resumed(tiny_builder):
+  """Each visit of an image draws one of its captions; a resumed stream draws the same."""
+  pp = "choice('captions', out_key='caption')|keep('caption', 'image_id')"
+
+  def batches(skip_batches, n):
+    ds = pipeline.make_dataset(tiny_builder, split="train", pp=pp, batch_size=16, train=True,
+                               seed=3, skip_batches=skip_batches)
+    stream = ds.as_numpy_iterator()
+    return [next(stream) for _ in range(n)]
+
+  full = batches(0, 40)  # 640 draws: each of the 128 images about 5 times.
+  assert all(pp_lib.RNG_KEY not in b for b in full)  # The seed stays on the host.
+  resumed = batches(30, 10)
+  for got, want in zip(resumed, full[30:]):
+    assert got["caption"].tolist() == want["caption"].tolist()
+    assert got["image_id"].tolist() == want["image_id"].tolist()
+  drawn = collections.defaultdict(set)
+  for batch in full:
+    for image_id, caption in zip(batch["image_id"], batch["caption"]):
+      drawn[image_id].add(caption)
+  assert np.mean([len(c) > 1 for c in drawn.values()]) > 0.8

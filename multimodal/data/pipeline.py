@@ -88,8 +88,9 @@ def make_dataset(builder: tfds.core.DatasetBuilder, *, split: str, pp: str, batc
     split: a TFDS split name; each host reads its own disjoint part of it.
     pp: preprocessing spec, e.g. "decode|resize(64)|value_range(-1, 1)|...".
     batch_size: examples per batch on this host (global batch / process count).
-    train: infinite, shuffled stream with full batches; otherwise one pass, last batch
-      possibly smaller.
+    train: infinite, shuffled stream with full batches, each example with its own seed for
+      random pp ops (`pp.RNG_KEY`); otherwise one pass, last batch possibly smaller, and no
+      seed (random ops then take their deterministic choice).
     skip_batches: (train) batches already consumed by the run being resumed.
     num_shards: (train) shards of the stream (see `host_shards`); default: one per process.
     extras: computes further features from the raw example, kept beside pp's output
@@ -102,7 +103,9 @@ def make_dataset(builder: tfds.core.DatasetBuilder, *, split: str, pp: str, batc
   keep = _where_predicate(where)
 
   def preprocess(example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-    return {**pp_fn(example), **(extras(example) if extras else {})}
+    processed = {**pp_fn(example), **(extras(example) if extras else {})}
+    processed.pop(pp_lib.RNG_KEY, None)  # Random ops' seed stays on the host.
+    return processed
 
   def read(shard: int, count: int) -> tf.data.Dataset:
     ds = builder.as_dataset(split=tfds.even_splits(split, count, drop_remainder=False)[shard],
@@ -125,7 +128,12 @@ def make_dataset(builder: tfds.core.DatasetBuilder, *, split: str, pp: str, batc
   def stream(shard: int) -> tf.data.Dataset:
     # Shuffle with a fixed seed after repeat: one deterministic infinite stream per shard.
     ds = read(shard, num_shards or jax.process_count()).repeat()
-    ds = ds.shuffle(shuffle_buffer, seed=seed + shard).skip(skip_batches * shard_batch)
+    # Each example's place in its shard's stream seeds its random pp ops (`pp.RNG_KEY`):
+    # counted before skipping, so a resumed run draws what the uninterrupted one would.
+    ds = ds.shuffle(shuffle_buffer, seed=seed + shard).enumerate()
+    ds = ds.skip(skip_batches * shard_batch).map(
+        lambda index, example: {**example, pp_lib.RNG_KEY: tf.stack(
+            [tf.constant(seed * 1_000_003 + shard, tf.int64), index])})
     ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(shard_batch, drop_remainder=True)
 

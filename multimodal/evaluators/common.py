@@ -1,12 +1,63 @@
-"""Pieces every evaluator needs: padded eval batches and gathering results across hosts."""
+"""Pieces every evaluator needs: predictions over a split in padded batches, gathering
+results across hosts, and the predictions file."""
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
+import tensorflow as tf
+from absl import logging
+from etils import epath
 from jax.experimental import multihost_utils
+
+from multimodal.data import pipeline
+from multimodal.evaluators.registry import EvalContext
+
+HostBatch = dict[str, np.ndarray]
+
+
+def predicted_batches(context: EvalContext, params: Any, *, split: str, pp: str,
+                      batch_size: int,
+                      extras: Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]] | None = None,
+                      where: Mapping[str, Sequence[str]] | None = None,
+                      edit: Callable[[HostBatch], None] | None = None
+                      ) -> Iterator[tuple[HostBatch, dict[str, np.ndarray]]]:
+  """(this host's batch, this host's rows of the predictions) over one pass of `split`.
+
+  Batches are padded to the host's share of `batch_size`; `batch["_valid"]` marks the real
+  rows. `extras` keeps strings beside the model inputs (see `pipeline.make_dataset`); `edit`
+  changes a host batch in place before it goes to the model (e.g. removes a modality).
+  """
+  local_batch = pipeline.host_batch_size(batch_size)
+  ds = pipeline.make_dataset(context.builder, split=split, pp=pp, batch_size=local_batch,
+                             train=False, extras=extras, where=where)
+  for batch in padded_batches(ds.as_numpy_iterator(), local_batch):
+    if edit is not None:
+      edit(batch)
+    yield batch, predict_host_rows(context, params, batch)
+
+
+def predict_host_rows(context: EvalContext, params: Any, inputs: HostBatch
+                      ) -> dict[str, np.ndarray]:
+  """The predictions for this host's rows of a global batch (every host gives as many rows;
+  string features stay on the host)."""
+  rows = len(next(iter(inputs.values())))
+  predictions = context.predict(params, pipeline.to_global(inputs, context.batch_sharding))
+  return {k: local_rows(v, rows) for k, v in predictions.items()}
+
+
+def write_predictions(workdir: str, name: str, step: int, records: list[dict[str, Any]]
+                      ) -> None:
+  """Writes `WORKDIR/predictions/NAME_stepSTEP.jsonl` (process 0 only), one record a line."""
+  if jax.process_index() != 0:
+    return
+  folder = epath.Path(workdir) / "predictions"
+  folder.mkdir(parents=True, exist_ok=True)
+  path = folder / f"{name}_step{step}.jsonl"
+  path.write_text("".join(json.dumps(record) + "\n" for record in records))
+  logging.info("Wrote %d predictions to %s", len(records), path)
 
 
 def padded_batches(batches: Iterator[dict[str, np.ndarray]], batch_size: int
@@ -40,6 +91,17 @@ def local_rows(global_array: jax.Array, local_batch_size: int) -> np.ndarray:
   """This host's rows of a replicated global batch output (hosts own consecutive slices)."""
   start = jax.process_index() * local_batch_size
   return np.asarray(global_array)[start:start + local_batch_size]
+
+
+def allgather_rows(rows: np.ndarray) -> np.ndarray:
+  """Every host's float[N_host, ...] rows (N_host may differ), concatenated in process order."""
+  if jax.process_count() == 1:
+    return rows
+  counts = multihost_utils.process_allgather(np.int64(len(rows)))
+  padded = np.zeros((int(counts.max()),) + rows.shape[1:], rows.dtype)
+  padded[:len(rows)] = rows
+  gathered = multihost_utils.process_allgather(padded)
+  return np.concatenate([g[:n] for g, n in zip(gathered, counts)])
 
 
 def allgather_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -2,16 +2,11 @@
 from __future__ import annotations
 
 import collections
-import json
 from typing import Any
 
-import jax
 import numpy as np
 import tensorflow as tf
-from absl import logging
-from etils import epath
 
-from multimodal.data import pipeline
 from multimodal.evaluators import common, vqa_accuracy
 from multimodal.models import missing_modalities
 from multimodal.evaluators.registry import EVALUATORS, EvalContext
@@ -56,8 +51,8 @@ class VqaEvaluator:
 
   def run(self, params: Any, step: int) -> dict[str, float]:
     records = self._records(params)
-    if self.write_predictions and jax.process_index() == 0:
-      self._write(records, step)
+    if self.write_predictions:
+      common.write_predictions(self.context.workdir, self.name, step, records)
     metrics = accuracy_by_type(records)
     for modality in self.missing_modalities:
       without = accuracy_by_type(self._records(params, missing=modality))
@@ -68,18 +63,14 @@ class VqaEvaluator:
   def _records(self, params: Any, missing: str | None = None) -> list[dict[str, Any]]:
     """Every example's prediction and score, from all hosts; with `missing`, that modality
     is removed from every example."""
-    local_batch = pipeline.host_batch_size(self.batch_size)
-    ds = pipeline.make_dataset(self.context.builder, split=self.split, pp=self.pp,
-                               batch_size=local_batch, train=False, extras=raw_text,
-                               where=self.where)
+    def remove_modality(batch: common.HostBatch) -> None:
+      batch[missing + missing_modalities.MISSING_SUFFIX] = np.ones(len(batch["_valid"]), bool)
+
     records = []
-    for batch in common.padded_batches(ds.as_numpy_iterator(), local_batch):
-      if missing is not None:
-        batch[missing + missing_modalities.MISSING_SUFFIX] = np.ones(local_batch, bool)
-      predictions = self.context.predict(
-          params, pipeline.to_global(batch, self.context.batch_sharding))
-      scored = self._scored_answers(predictions, batch, local_batch)
-      for i, (prediction, score) in enumerate(scored):
+    for batch, predictions in common.predicted_batches(
+        self.context, params, split=self.split, pp=self.pp, batch_size=self.batch_size,
+        extras=raw_text, where=self.where, edit=remove_modality if missing else None):
+      for i, (prediction, score) in enumerate(self._scored_answers(predictions, batch)):
         if batch["_valid"][i]:
           records.append({"question": batch["_question"][i].decode(),
                           "question_type": batch["_question_type"][i].decode(),
@@ -87,21 +78,12 @@ class VqaEvaluator:
                           "prediction": prediction, "score": score})
     return common.allgather_records(records)
 
-  def _scored_answers(self, predictions: dict[str, jax.Array], batch: dict[str, np.ndarray],
-                      local_batch: int) -> list[tuple[str, float]]:
+  def _scored_answers(self, predictions: dict[str, np.ndarray], batch: common.HostBatch
+                      ) -> list[tuple[str, float]]:
     """(answer text, score) for each row of this host's batch: the classifier's answer and
     its soft score."""
     answers = self.context.task.answers
-    predicted = common.local_rows(predictions["answer"], local_batch)
-    scores = common.local_rows(predictions["score"], local_batch)
-    return [(answers[p], float(s)) for p, s in zip(predicted, scores)]
-
-  def _write(self, records: list[dict[str, Any]], step: int) -> None:
-    folder = epath.Path(self.context.workdir) / "predictions"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{self.name}_step{step}.jsonl"
-    path.write_text("".join(json.dumps(record) + "\n" for record in records))
-    logging.info("Wrote %d predictions to %s", len(records), path)
+    return [(answers[p], float(s)) for p, s in zip(predictions["answer"], predictions["score"])]
 
 
 def accuracy_by_type(records: list[dict[str, Any]]) -> dict[str, float]:
@@ -120,7 +102,7 @@ def accuracy_by_type(records: list[dict[str, Any]]) -> dict[str, float]:
 
 @EVALUATORS.register("generative_vqa")
 class GenerativeVqaEvaluator(VqaEvaluator):
-  """`VqaEvaluator` for answers the model writes (task `generative_vqa`): the decoded text
+  """`VqaEvaluator` for answers the model writes (task `image_to_text`): the decoded text
   scored against the annotators' answers by `metric`, "vqa" (GT-Vision-Lab's vqaEval.py, for
   ten annotators as in VQAv2) or "soft" (min(1, matches / min(3, N)): the score classifiers
   get, and exact match for one-answer data such as Shapes VQA). Other arguments as
@@ -134,9 +116,8 @@ class GenerativeVqaEvaluator(VqaEvaluator):
     super().__init__(context, name, *args, **kwargs)
     self.metric = vqa_accuracy.METRICS[metric]
 
-  def _scored_answers(self, predictions: dict[str, jax.Array], batch: dict[str, np.ndarray],
-                      local_batch: int) -> list[tuple[str, float]]:
-    tokens = common.local_rows(predictions["answer_tokens"], local_batch)
-    texts = [self.context.task.answer_text(row) for row in tokens]
+  def _scored_answers(self, predictions: dict[str, np.ndarray], batch: common.HostBatch
+                      ) -> list[tuple[str, float]]:
+    texts = [self.context.task.answer_text(row) for row in predictions["answer_tokens"]]
     return [(text, self.metric(text, answers.decode().split("|")))
             for text, answers in zip(texts, batch["_answers"])]

@@ -40,7 +40,7 @@ class Trainer:
     self.mesh = sharding.make_mesh(config.mesh)
     self.rules = tuple(tuple(rule) for rule in config.partition_rules)
     self.batch_sharding = sharding.batch_sharding(self.mesh)
-    self.task = tasks.TASKS.build(config.task)
+    self.task = tasks.TASKS.build(config.task, offered=dict(mesh=self.mesh))
     self.model = models.MODELS.build(config.model, **self.task.model_kwargs())
     self.builder = pipeline.get_builder(config.data)
     pipeline.log_dataset(self.builder)

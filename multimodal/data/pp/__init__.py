@@ -2,6 +2,6 @@
 from __future__ import annotations
 
 from multimodal.data.pp import ops, text_ops  # noqa: F401  (registers the ops)
-from multimodal.data.pp.registry import PP_OPS, parse
+from multimodal.data.pp.registry import PP_OPS, RNG_KEY, parse
 
-__all__ = ["PP_OPS", "parse"]
+__all__ = ["PP_OPS", "RNG_KEY", "parse"]

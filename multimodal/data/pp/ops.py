@@ -1,11 +1,20 @@
 """Image and generic preprocessing ops, each working on one unbatched tf.data example."""
 from __future__ import annotations
 
+import zlib
 from typing import Sequence
 
 import tensorflow as tf
 
-from multimodal.data.pp.registry import PP_OPS, Example, PpFn
+from multimodal.data.pp.registry import PP_OPS, RNG_KEY, Example, PpFn
+
+
+def op_seed(example: Example, op: str) -> tf.Tensor | None:
+  """int64[2] seed for one random op on this example (the example's seed folded with the
+  op's name, so that two ops draw independently); None in evaluation (no seed)."""
+  if RNG_KEY not in example:
+    return None
+  return tf.random.experimental.stateless_fold_in(example[RNG_KEY], zlib.crc32(op.encode()))
 
 
 @PP_OPS.register("decode")
@@ -61,11 +70,11 @@ def _check_keys(op: str, example: Example, keys: Sequence[str]) -> None:
 
 @PP_OPS.register("keep")
 def keep(*keys: str) -> PpFn:
-  """Keeps only `keys` (each must be present)."""
+  """Keeps only `keys` (each must be present), and the random ops' seed (`RNG_KEY`)."""
 
   def apply(example: Example) -> Example:
     _check_keys("keep", example, keys)
-    return {k: example[k] for k in keys}
+    return {k: example[k] for k in (*keys, RNG_KEY) if k in example}
 
   return apply
 
@@ -77,5 +86,22 @@ def drop(*keys: str) -> PpFn:
   def apply(example: Example) -> Example:
     _check_keys("drop", example, keys)
     return {k: v for k, v in example.items() if k not in keys}
+
+  return apply
+
+
+@PP_OPS.register("choice")
+def choice(key: str, out_key: str | None = None) -> PpFn:
+  """One element of the list feature `key` (e.g. one of an image's captions) -> `out_key`
+  (default: `key`): uniform at random in training, the first one in evaluation."""
+
+  def apply(example: Example) -> Example:
+    _check_keys("choice", example, [key])
+    values = example[key]
+    tf.debugging.assert_positive(tf.shape(values)[0], message=f"choice: {key!r} is empty.")
+    seed = op_seed(example, f"choice:{key}")
+    index = 0 if seed is None else tf.random.stateless_uniform(
+        [], seed=seed, maxval=tf.shape(values)[0], dtype=tf.int32)
+    return {**example, out_key or key: values[index]}
 
   return apply

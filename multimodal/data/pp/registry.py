@@ -17,6 +17,11 @@ PpFn = Callable[[Example], Example]
 
 PP_OPS: Registry[Callable[..., PpFn]] = Registry("preprocessing op")
 
+# Training examples carry int64[2] under this key: the seed of their random ops
+# (`tf.random.stateless_*`), distinct per example and the same when a run resumes. Evaluation
+# examples have none; random ops then make a fixed choice. The pipeline drops it after pp.
+RNG_KEY = "_rng"
+
 
 def _literal(node: ast.expr, piece: str) -> Any:
   try:

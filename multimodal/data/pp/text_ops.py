@@ -14,7 +14,8 @@ from multimodal.data.pp.registry import PP_OPS, Example, PpFn
 @PP_OPS.register("tok")
 def tok(max_len: int, model: str, key: str = "question", out_key: str = "question_tokens",
         mask_key: str = "question_mask") -> PpFn:
-  """Text tf.string[] -> `out_key` int32[max_len] tokens and `mask_key` bool[max_len].
+  """Text tf.string[] -> `out_key` int32[max_len] tokens and `mask_key` bool[max_len]; a list
+  of texts tf.string[N] (e.g. all of an image's captions) -> int32[N, max_len], bool[N, max_len].
 
   Tokens are [BOS, pieces..., 0, 0, ...]; the mask is True on BOS and the pieces. BOS always
   comes first, so an empty text still has exactly one valid token to pool over. A text of
@@ -28,18 +29,29 @@ def tok(max_len: int, model: str, key: str = "question", out_key: str = "questio
   if bos < 0:
     raise ValueError(f"tok: tokenizer {model!r} has no BOS token; train it with bos_id >= 0.")
 
-  def encode(text: bytes | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    # UTF-8 bytes inside tf.data, a 0-d object array when run eagerly.
-    ids = [bos, *sp.encode(np.asarray(text, dtype=object).item())][:max_len]
+  def encode_one(text: str | bytes) -> tuple[np.ndarray, np.ndarray]:
+    ids = [bos, *sp.encode(text)][:max_len]
     tokens = np.zeros(max_len, np.int32)
     tokens[:len(ids)] = ids
     return tokens, np.arange(max_len) < len(ids)
 
+  def encode(texts: bytes | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # UTF-8 bytes inside tf.data, object arrays when run eagerly.
+    texts = np.asarray(texts, dtype=object)
+    if texts.ndim == 0:
+      return encode_one(texts.item())
+    encoded = [encode_one(t) for t in texts]
+    return (np.stack([t for t, _ in encoded]).reshape(-1, max_len),
+            np.stack([m for _, m in encoded]).reshape(-1, max_len))
+
   def apply(example: Example) -> Example:
-    tokens, mask = tf.numpy_function(encode, [example[key]], [tf.int32, tf.bool],
-                                     stateful=False)
-    tokens.set_shape([max_len])  # numpy_function's outputs have unknown shapes.
-    mask.set_shape([max_len])
+    text = example[key]
+    if text.shape.rank not in (0, 1):
+      raise ValueError(f"tok: {key!r} must be a text or a list of texts, got shape {text.shape}.")
+    tokens, mask = tf.numpy_function(encode, [text], [tf.int32, tf.bool], stateful=False)
+    shape = [max_len] if text.shape.rank == 0 else [text.shape[0], max_len]
+    tokens.set_shape(shape)  # numpy_function's outputs have unknown shapes.
+    mask.set_shape(shape)
     return {**example, out_key: tokens, mask_key: mask}
 
   return apply
@@ -81,8 +93,12 @@ def vqa_answers(vocab: str, key: str = "answers", soft: bool = True) -> PpFn:
 
 @PP_OPS.register("tok_prompt_answer")
 def tok_prompt_answer(max_len: int, model: str, prompt_key: str = "question",
-                      answer_key: str = "answers", with_answer: bool = True) -> PpFn:
+                      answer_key: str = "answers", with_answer: bool = True,
+                      prompt: str | None = None) -> PpFn:
   """A prompt and its answer as one decoder sequence, for PaLI-style generators.
+
+  The prompt is the feature `prompt_key`, or the fixed text `prompt` when given (captioning:
+  `prompt='caption'`, answer_key a caption).
 
   -> text_tokens int32[max_len] = [BOS, prompt pieces, answer pieces, EOS, 0, ...],
   text_mask bool[max_len] (real tokens) and prefix_mask bool[max_len] (BOS and the prompt:
@@ -98,8 +114,8 @@ def tok_prompt_answer(max_len: int, model: str, prompt_key: str = "question",
   if bos < 0 or eos < 0:
     raise ValueError(f"tok_prompt_answer: tokenizer {model!r} needs BOS and EOS tokens.")
 
-  def encode(prompt: Any, answers: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    prompt_ids = sp.encode(_text(prompt))
+  def encode(prompt_text: Any, answers: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    prompt_ids = sp.encode(_text(prompt_text))
     answer_ids = []
     if with_answer:
       given = [_text(a) for a in np.atleast_1d(np.asarray(answers, dtype=object))]
@@ -115,7 +131,8 @@ def tok_prompt_answer(max_len: int, model: str, prompt_key: str = "question",
 
   def apply(example: Example) -> Example:
     answers = example[answer_key] if with_answer else tf.constant([""])
-    outputs = tf.numpy_function(encode, [example[prompt_key], answers],
+    text = example[prompt_key] if prompt is None else tf.constant(prompt)
+    outputs = tf.numpy_function(encode, [text, answers],
                                 [tf.int32, tf.bool, tf.bool], stateful=False)
     for output in outputs:
       output.set_shape([max_len])

@@ -1,5 +1,6 @@
-"""Visual question answering by writing the answer (PaLI-style): next-token cross-entropy on
-the answer tokens, and answers decoded on the device for evaluation."""
+"""Image to text, PaLI-style: the model writes text after the image and a prompt (a question's
+answer, an image's caption). Next-token cross-entropy on the written tokens; decoding on the
+device for evaluation."""
 from __future__ import annotations
 
 from typing import Any
@@ -12,11 +13,13 @@ from multimodal.models import decoding, paligemma
 from multimodal.tasks.registry import TASKS, Batch
 
 
-@TASKS.register("generative_vqa")
-class GenerativeVqaTask:
-  """Args:
+@TASKS.register("image_to_text")
+class ImageToTextTask:
+  """Generative VQA (evaluator `generative_vqa`) and captioning (evaluator `captioning`).
+
+  Args:
     tokenizer: sentencepiece model (a packaged name such as "shapes" or a path).
-    max_answer_tokens: the most tokens decoded per answer (EOS included).
+    max_answer_tokens: the most tokens decoded per answer or caption (EOS included).
     beam_size: 1 for greedy decoding, more for beam search.
   Batch keys (pp op `tok_prompt_answer`): text_tokens int32[B, T], text_mask and prefix_mask
   bool[B, T]; in evaluation the text is the prompt alone.

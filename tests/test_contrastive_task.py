@@ -1,0 +1,97 @@
+"""The contrastive task: its losses, the mesh the trainer offers it, its predictions; and the
+retrieval evaluator against embeddings computed directly."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from multimodal import registry
+from multimodal.data import pp as pp_lib
+from multimodal.evaluators import retrieval_metrics
+from multimodal.losses import contrastive
+from multimodal.tasks import TASKS
+from multimodal.training import sharding
+from multimodal.training.trainer import Trainer
+from tests.test_configs import load, REPO
+from tests.test_contrastive_losses import embeddings
+
+
+def outputs(n=16):
+  image, text = embeddings(n)
+  return {"image": image, "text": text, "temperature": jnp.float32(10.0),
+          "bias": jnp.float32(-10.0)}
+
+
+@pytest.mark.parametrize("name,reference", [
+    ("softmax", lambda o: contrastive.softmax_loss(o["image"], o["text"], o["temperature"])),
+    ("sigmoid", lambda o: contrastive.sigmoid_loss(o["image"], o["text"], o["temperature"],
+                                                   o["bias"]))])
+def test_loss_is_the_named_one(name, reference):
+  task = TASKS.build({"type": "contrastive", "tokenizer": "shapes_text", "loss": name})
+  loss, metrics = task.loss(outputs(), {})
+  np.testing.assert_allclose(loss, reference(outputs()), rtol=1e-6)
+  assert metrics["image_to_text_accuracy"] == 1.0  # Correlated pairs: each image's own text.
+
+
+def test_chunked_loss_uses_the_offered_mesh_and_equals_the_plain_one():
+  mesh = sharding.make_mesh({"data": 4, "fsdp": 2})
+  chunked = TASKS.build({"type": "contrastive", "tokenizer": "shapes_text",
+                         "loss": "sigmoid_chunked"}, offered=dict(mesh=mesh))
+  plain = TASKS.build({"type": "contrastive", "tokenizer": "shapes_text", "loss": "sigmoid"},
+                      offered=dict(mesh=mesh))  # Offered, not taken: the plain loss ignores it.
+  assert chunked.mesh is mesh
+  batch_sharded = jax.device_put(outputs(), {
+      "image": sharding.batch_sharding(mesh), "text": sharding.batch_sharding(mesh),
+      "temperature": sharding.replicated(mesh), "bias": sharding.replicated(mesh)})
+  got, metrics = jax.jit(lambda o: chunked.loss(o, {}))(batch_sharded)
+  np.testing.assert_allclose(got, plain.loss(outputs(), {})[0], rtol=1e-5)
+  assert "image_to_text_accuracy" not in metrics  # It would need the [B, B] logits.
+
+
+def test_bad_settings_are_errors():
+  with pytest.raises(ValueError, match="Unknown contrastive loss 'clip'"):
+    TASKS.build({"type": "contrastive", "tokenizer": "shapes_text", "loss": "clip"})
+  with pytest.raises(ValueError, match="needs the device mesh"):
+    TASKS.build({"type": "contrastive", "tokenizer": "shapes_text", "loss": "sigmoid_chunked"})
+
+
+def test_offered_arguments_reach_only_constructors_that_name_them():
+  table = registry.Registry("thing")
+  table.register("wants")(lambda size, mesh: (size, mesh))
+  table.register("ignores")(lambda size: size)
+  assert table.build({"type": "wants", "size": 1}, offered=dict(mesh="m")) == (1, "m")
+  assert table.build({"type": "ignores", "size": 1}, offered=dict(mesh="m")) == 1
+
+
+def test_predict_gives_the_embeddings_the_batch_fed():
+  task = TASKS.build({"type": "contrastive", "tokenizer": "shapes_text"})
+  image_only = {"image": jnp.ones((2, 4)), "temperature": 1.0, "bias": 0.0}
+  assert set(task.predict(image_only, {})) == {"image_embedding"}
+  assert set(task.predict(outputs(2), {})) == {"image_embedding", "text_embedding"}
+
+
+def test_retrieval_evaluator_equals_recall_of_embeddings_computed_directly(tmp_path):
+  config = load(f"{REPO}/configs/shapes_retrieval.py").get_config("tiny=true")
+  config.data.data_dir = str(tmp_path / "tfds")
+  config.evals.validation.batch_size = 24  # 32 images: a full batch, then a padded one.
+  trainer = Trainer(config, str(tmp_path / "run"))
+  evaluator = trainer.evaluators["validation"]
+  image, text, text_image = evaluator.embeddings(trainer.state.params)
+
+  examples = list(tfds.as_numpy(trainer.builder.as_dataset(split="validation")))
+  tokenize = pp_lib.parse("tok(max_len=24, model='shapes_text', key='captions', "
+                          "out_key='text_tokens', mask_key='text_mask')")
+  texts = [tokenize({"captions": tf.constant(e["captions"])}) for e in examples]
+  params = jax.device_get(trainer.state.params)
+  want = trainer.model.apply({"params": params}, {
+      "image": np.stack([e["image"] for e in examples]).astype(np.float32) / 127.5 - 1,
+      "text_tokens": np.concatenate([t["text_tokens"] for t in texts]),
+      "text_mask": np.concatenate([t["text_mask"] for t in texts])}, train=False)
+  np.testing.assert_allclose(image, want["image"], atol=2e-5)
+  np.testing.assert_allclose(text, want["text"], atol=2e-5)
+  np.testing.assert_array_equal(text_image, np.repeat(np.arange(32), 5))
+  metrics = evaluator.run(trainer.state.params, step=0)
+  assert metrics == {**retrieval_metrics.recall_at_k(want["image"], want["text"], text_image),
+                     "num_images": 32.0, "num_texts": 160.0}
