@@ -33,6 +33,12 @@ EXTRAS_REQUIRE = {
         # The coco-caption reference BLEU and CIDEr-D that tests/test_caption_metrics.py
         # compares against (pure Python; its Java tools are not used).
         "pycocoevalcap==1.2",
+        # The HF SigLIP and PaliGemma releases that tests/test_hf_*_parity.py compare against.
+        # torch is pinned to the CPU build these machines install (an unpinned torch pulls a
+        # several-GB CUDA build); torchvision must not be installed.
+        "torch==2.13.0",
+        "transformers>=5,<6",
+        "safetensors",
     ],
 }
 

@@ -9,7 +9,8 @@ transformer, each projected to one width and L2-normalised; the logits are
 exp(t) * cosine + b with t and b learned. Each training pair is an image and one of its five
 captions, drawn anew each time the image is seen. Evaluation embeds every validation image
 and all five of its captions and reports R@1/5/10 in both directions (each validation scene
-has a distinct description, so each caption has one right image).
+has a distinct description, so each caption has one right image); at the end, zero-shot
+classification of the one-object validation images among the 36 kinds of object.
 
 Arguments (`--config=configs/shapes_retrieval.py:ARG`, comma-separated key=value):
   data=default|small|tiny   the shapes_captions builder config (50k / 10k / 128 images)
@@ -25,6 +26,7 @@ import math
 from ml_collections import config_dict
 
 from multimodal import config_utils
+from multimodal.data.shapes import captions
 
 TOKENIZER = "shapes_text"
 MAX_LEN = 24  # BOS and a caption (at most 23 pieces).
@@ -60,8 +62,16 @@ def get_config(arg: str | None = None):
   c.optimizer.learning_rate = 1e-3
   c.optimizer.warmup_steps = 2 if args.tiny else 200
   c.optimizer.weight_decay = 1e-4
-  c.evals = dict(validation=dict(
-      type="retrieval", split="validation", pp=eval_pp, batch_size=32 if args.tiny else 250,
-      every_steps=0 if args.tiny else 500, max_examples=config_dict.placeholder(int)))
+  eval_batch = 32 if args.tiny else 250
+  c.evals = dict(
+      validation=dict(type="retrieval", split="validation", pp=eval_pp, batch_size=eval_batch,
+                      every_steps=0 if args.tiny else 500,
+                      max_examples=config_dict.placeholder(int)),
+      # The validation images of one object, classified among all 36 kinds of object by
+      # the nearest of the texts "a small red circle", ...
+      zero_shot=dict(type="zero_shot_classification", split="validation",
+                     pp=f"{image_pp}|single_object_kind|keep('image', 'label')",
+                     class_texts=captions.kind_phrases(), text_pp=f"tok(key='text', {TEXT})",
+                     batch_size=eval_batch, every_steps=0))
   c.checkpoint = dict(every_steps=10 if args.tiny else 500, keep=2)
   return c

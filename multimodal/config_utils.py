@@ -65,6 +65,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh = dict(data=-1, fsdp=1, model=1)
   c.partition_rules = sharding.DEFAULT_RULES
   c.checkpoint = dict(every_steps=500, keep=3)
+  # Pretrained params to start from (a .npz a converter wrote) and the path prefixes that
+  # keep their random initialisation (training/init_params.py).
+  c.init = dict(params=config_dict.placeholder(str), skip=())
   return c
 
 

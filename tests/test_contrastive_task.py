@@ -9,6 +9,7 @@ import tensorflow_datasets as tfds
 
 from multimodal import registry
 from multimodal.data import pp as pp_lib
+from multimodal.data.shapes import captions
 from multimodal.evaluators import retrieval_metrics
 from multimodal.losses import contrastive
 from multimodal.tasks import TASKS
@@ -72,26 +73,70 @@ def test_predict_gives_the_embeddings_the_batch_fed():
   assert set(task.predict(outputs(2), {})) == {"image_embedding", "text_embedding"}
 
 
-def test_retrieval_evaluator_equals_recall_of_embeddings_computed_directly(tmp_path):
+@pytest.fixture(scope="module")
+def trainer(tmp_path_factory):
+  """A Trainer of the tiny shapes_retrieval config, its params as initialised."""
+  tmp_path = tmp_path_factory.mktemp("retrieval")
   config = load(f"{REPO}/configs/shapes_retrieval.py").get_config("tiny=true")
   config.data.data_dir = str(tmp_path / "tfds")
   config.evals.validation.batch_size = 24  # 32 images: a full batch, then a padded one.
-  trainer = Trainer(config, str(tmp_path / "run"))
+  config.evals.zero_shot.batch_size = 24
+  return Trainer(config, str(tmp_path / "run"))
+
+
+def embed_directly(trainer, examples, texts):
+  """The model applied to all validation images and the given texts at once, unsharded."""
+  tokenize = pp_lib.parse("tok(max_len=24, model='shapes_text', key='text', "
+                          "out_key='text_tokens', mask_key='text_mask')")
+  tokens = tokenize({"text": tf.constant(texts)})
+  params = jax.device_get(trainer.state.params)
+  return trainer.model.apply({"params": params}, {
+      "image": np.stack([e["image"] for e in examples]).astype(np.float32) / 127.5 - 1,
+      "text_tokens": tokens["text_tokens"].numpy(), "text_mask": tokens["text_mask"].numpy()},
+      train=False)
+
+
+def validation_examples(trainer):
+  return list(tfds.as_numpy(trainer.builder.as_dataset(split="validation")))
+
+
+def test_retrieval_evaluator_equals_recall_of_embeddings_computed_directly(trainer):
   evaluator = trainer.evaluators["validation"]
   image, text, text_image = evaluator.embeddings(trainer.state.params)
-
-  examples = list(tfds.as_numpy(trainer.builder.as_dataset(split="validation")))
-  tokenize = pp_lib.parse("tok(max_len=24, model='shapes_text', key='captions', "
-                          "out_key='text_tokens', mask_key='text_mask')")
-  texts = [tokenize({"captions": tf.constant(e["captions"])}) for e in examples]
-  params = jax.device_get(trainer.state.params)
-  want = trainer.model.apply({"params": params}, {
-      "image": np.stack([e["image"] for e in examples]).astype(np.float32) / 127.5 - 1,
-      "text_tokens": np.concatenate([t["text_tokens"] for t in texts]),
-      "text_mask": np.concatenate([t["text_mask"] for t in texts])}, train=False)
+  examples = validation_examples(trainer)
+  want = embed_directly(trainer, examples, [c for e in examples for c in e["captions"]])
   np.testing.assert_allclose(image, want["image"], atol=2e-5)
   np.testing.assert_allclose(text, want["text"], atol=2e-5)
   np.testing.assert_array_equal(text_image, np.repeat(np.arange(32), 5))
   metrics = evaluator.run(trainer.state.params, step=0)
   assert metrics == {**retrieval_metrics.recall_at_k(want["image"], want["text"], text_image),
                      "num_images": 32.0, "num_texts": 160.0}
+
+
+def test_single_object_kind_labels_one_object_scenes_only():
+  op = pp_lib.parse("single_object_kind")
+  one = {"size": tf.constant([1]), "color": tf.constant([2]), "shape": tf.constant([0])}
+  assert captions.kinds()[int(op({"objects": one})["label"])] == ("large", "blue", "circle")
+  two = {k: tf.concat([v, v], 0) for k, v in one.items()}
+  none = {k: tf.zeros([0], tf.int64) for k in one}
+  assert op({"objects": two})["label"] == -1 and op({"objects": none})["label"] == -1
+
+
+def test_zero_shot_accuracy_is_that_of_the_nearest_class_text(trainer):
+  evaluator = trainer.evaluators["zero_shot"]
+  examples = validation_examples(trainer)
+  want = embed_directly(trainer, examples, captions.kind_phrases())
+  np.testing.assert_allclose(evaluator.class_embeddings(trainer.state.params), want["text"],
+                             atol=2e-5)
+  names = trainer.builder.info.features["objects"]
+  labels = np.array([
+      captions.kinds().index((names["size"].int2str(o["size"][0]),
+                              names["color"].int2str(o["color"][0]),
+                              names["shape"].int2str(o["shape"][0])))
+      if len(o["size"]) == 1 else -1 for o in (e["objects"] for e in examples)])
+  one_object = labels >= 0
+  predicted = np.argmax(want["image"] @ want["text"].T, axis=1)
+  metrics = evaluator.run(trainer.state.params, step=0)
+  assert metrics["num_examples"] == one_object.sum() > 0
+  assert metrics["accuracy"] == pytest.approx(np.mean(predicted[one_object] ==
+                                                      labels[one_object]))

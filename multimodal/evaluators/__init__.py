@@ -1,3 +1,3 @@
 """Evaluators, registered by name in `EVALUATORS` on import."""
-from multimodal.evaluators import captioning, retrieval, vqa  # noqa: F401  (registers)
+from multimodal.evaluators import captioning, retrieval, vqa, zero_shot  # noqa: F401
 from multimodal.evaluators.registry import EVALUATORS, EvalContext  # noqa: F401

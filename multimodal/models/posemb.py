@@ -21,17 +21,26 @@ def sincos_2d(height: int, width: int, dim: int, temperature: float = 10_000.0) 
 
 
 class AddPositionEmbedding(nn.Module):
-  """Adds learned (`kind="learn"`) or fixed 2-D sin-cos (`kind="sincos2d"`) embeddings."""
+  """Adds learned (`kind="learn"`) or fixed 2-D sin-cos (`kind="sincos2d"`) embeddings.
+
+  max_len: rows of the learned table, of which a sequence uses the first T (a table sized for
+    the longest text, as in converted checkpoints); None: exactly the sequence's length.
+  """
   kind: str = "learn"
   grid: tuple[int, int] | None = None  # needed for sincos2d
+  max_len: int | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """float[B, T, D] -> float[B, T, D]."""
     _, length, dim = x.shape
     if self.kind == "learn":
+      rows = length if self.max_len is None else self.max_len
+      if length > rows:
+        raise ValueError(f"A sequence of {length} tokens is longer than the {rows} learned "
+                         "position embeddings (max_len).")
       emb = self.param("embedding", p.init(nn.initializers.normal(0.02), "pos", "embed"),
-                       (length, dim))
+                       (rows, dim))[:length]
     elif self.kind == "sincos2d":
       if self.grid is None or self.grid[0] * self.grid[1] != length:
         raise ValueError(f"sincos2d needs a grid matching {length} tokens, got {self.grid}.")

@@ -20,8 +20,12 @@ class TextEncoder(nn.Module):
 
   Attributes:
     vocab_size: rows of the token embedding (the tokenizer's vocabulary size).
-    pool_type: "cls" (the first token, which the `tok` op makes BOS), "gap", "map", "none".
+    pool_type: "cls" (the first token, which the `tok` op makes BOS), "last" (the last
+      position, as SigLIP), "gap", "map", "none".
+    max_len: rows of the learned position table (None: the input's length; see
+      `AddPositionEmbedding`).
     remat, remat_policy, scan_layers: how the transformer blocks run (see `Encoder`).
+    key_bias: give the attentions' key projections a bias (SigLIP checkpoints have one).
   """
   vocab_size: int
   variant: str | None = "tiny"
@@ -35,6 +39,8 @@ class TextEncoder(nn.Module):
   remat: bool = False
   remat_policy: str = "nothing_saveable"
   scan_layers: bool = False
+  max_len: int | None = None
+  key_bias: bool = False
 
   @nn.compact
   def __call__(self, tokens: jax.Array, mask: jax.Array, *, train: bool) -> Features:
@@ -44,11 +50,12 @@ class TextEncoder(nn.Module):
     mask = mask.astype(bool)
     x = nn.Embed(self.vocab_size, size["width"], dtype=self.dtype, name="embedding",
                  embedding_init=p.init(nn.initializers.normal(0.02), "vocab", "embed"))(tokens)
-    x = AddPositionEmbedding("learn", name="posemb")(x)
+    x = AddPositionEmbedding("learn", max_len=self.max_len, name="posemb")(x)
     x = nn.Dropout(self.dropout)(x, deterministic=not train)
     x = Encoder(size["depth"], size["num_heads"], size["mlp_dim"], self.dropout, self.dtype,
                 remat=self.remat, remat_policy=self.remat_policy, scan_layers=self.scan_layers,
-                name="encoder")(x, mask, train=train)
-    map_pool = (MapPooling(size["num_heads"], size["mlp_dim"], self.dtype, name="map")
+                key_bias=self.key_bias, name="encoder")(x, mask, train=train)
+    map_pool = (MapPooling(size["num_heads"], size["mlp_dim"], self.dtype, self.key_bias,
+                           name="map")
                 if self.pool_type == "map" else None)
     return Features(tokens=x, mask=mask, pooled=pool(self.pool_type, x, mask, map_pool))

@@ -46,13 +46,15 @@ class EncoderBlock(nn.Module):
   """x + SelfAttention(LN(x)), then x + Mlp(LN(x)); optionally cross-attention in between.
 
   With `cross_attention=True` the block is a decoder-style fusion layer: after attending to
-  its own tokens, each token attends to a second sequence (`context`).
+  its own tokens, each token attends to a second sequence (`context`). `key_bias` gives the
+  attentions' key projections a bias (see `MultiHeadAttention`).
   """
   num_heads: int
   mlp_dim: int
   dropout: float = 0.0
   cross_attention: bool = False
   dtype: jnp.dtype = jnp.float32
+  key_bias: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array, context: jax.Array | None = None,
@@ -61,12 +63,12 @@ class EncoderBlock(nn.Module):
     context_mask: bool[B, 1|T, S] -> float[B, T, D]."""
     drop = lambda h: nn.Dropout(self.dropout)(h, deterministic=not train)
     h = layer_norm("ln_self", self.dtype)(x)
-    x = x + drop(MultiHeadAttention(self.num_heads, self.dtype, name="self_attention")(
-        h, mask=mask))
+    attention = lambda name: MultiHeadAttention(self.num_heads, self.dtype, self.key_bias,
+                                                name=name)
+    x = x + drop(attention("self_attention")(h, mask=mask))
     if self.cross_attention:
       h = layer_norm("ln_cross", self.dtype)(x)
-      x = x + drop(MultiHeadAttention(self.num_heads, self.dtype, name="cross_attention")(
-          h, context, mask=context_mask))
+      x = x + drop(attention("cross_attention")(h, context, mask=context_mask))
     h = layer_norm("ln_mlp", self.dtype)(x)
     return x + drop(Mlp(self.mlp_dim, self.dropout, self.dtype, name="mlp")(h, train=train))
 
@@ -171,6 +173,7 @@ class Encoder(nn.Module):
     remat: recompute each block's activations in the backward pass (saves memory).
     remat_policy: which activations a rematerialised block keeps, from `REMAT_POLICIES`.
     scan_layers: run the blocks as one `nn.scan` over params stacked along `layers`.
+    key_bias: give the key projections a bias (see `MultiHeadAttention`).
   """
   depth: int
   num_heads: int
@@ -180,12 +183,13 @@ class Encoder(nn.Module):
   remat: bool = False
   remat_policy: str = "nothing_saveable"
   scan_layers: bool = False
+  key_bias: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array, *, train: bool) -> jax.Array:
     """x: float[B, T, D]; mask: bool[B, T] padding mask -> float[B, T, D]."""
     make_block = functools.partial(EncoderBlock, self.num_heads, self.mlp_dim, self.dropout,
-                                   dtype=self.dtype)
+                                   dtype=self.dtype, key_bias=self.key_bias)
     x = stack_blocks(make_block, self.depth, x, mask[:, None, :], train=train,
                      stacking=Stacking.of(self))
     return layer_norm("ln_final", self.dtype)(x)

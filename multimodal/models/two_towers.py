@@ -31,6 +31,8 @@ class TwoTowers(nn.Module):
     image, text: encoder specs (their `pool_type` gives the pooled vector: "map" as in
       SigLIP, "cls", "gap").
     embed_dim: the shared embedding width (each tower's pooled vector is projected to it).
+    image_projection: project the image tower's pooled vector; without it (as SigLIP, whose
+      MAP head already gives the embedding) that vector must be embed_dim wide.
     temperature_init, bias_init: the logits are exp(t) * cosine + b, t and b learned; SigLIP
       starts at t = log 10, b = -10; CLIP at t = log(1 / 0.07), b = 0 (its loss has no bias).
     vocab_size: the tokenizer's vocabulary size (filled in from the data config).
@@ -42,6 +44,7 @@ class TwoTowers(nn.Module):
   vocab_size: int
   temperature_init: float = 2.302585  # log(10)
   bias_init: float = -10.0
+  image_projection: bool = True
   dtype: str = "float32"
 
   @nn.compact
@@ -57,7 +60,13 @@ class TwoTowers(nn.Module):
     if "image" in batch:
       features = ENCODERS.build(self.image, dtype=dtype, name="image_encoder")(
           batch["image"], train=train)
-      out["image"] = l2_normalize(project("image")(features.pooled))
+      pooled = features.pooled
+      if self.image_projection:
+        pooled = project("image")(pooled)
+      elif pooled.shape[-1] != self.embed_dim:
+        raise ValueError(f"Without an image projection the image tower's pooled vector (width "
+                         f"{pooled.shape[-1]}) must be embed_dim ({self.embed_dim}) wide.")
+      out["image"] = l2_normalize(pooled)
     if "text_tokens" in batch:
       features = ENCODERS.build(self.text, vocab_size=self.vocab_size, dtype=dtype,
                                 name="text_encoder")(batch["text_tokens"], batch["text_mask"],

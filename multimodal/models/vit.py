@@ -69,6 +69,7 @@ class ViT(nn.Module):
     posemb: "learn" or "sincos2d".
     pool_type: "cls" (adds a class token), "gap", "map" or "none".
     remat, remat_policy, scan_layers: how the transformer blocks run (see `Encoder`).
+    key_bias: give the attentions' key projections a bias (SigLIP checkpoints have one).
   """
   variant: str | None = "tiny"
   width: int | None = None
@@ -86,6 +87,7 @@ class ViT(nn.Module):
   remat: bool = False
   remat_policy: str = "nothing_saveable"
   scan_layers: bool = False
+  key_bias: bool = False
 
   @nn.compact
   def __call__(self, images: jax.Array, *, train: bool) -> Features:
@@ -113,7 +115,8 @@ class ViT(nn.Module):
     mask = jnp.ones(x.shape[:2], dtype=bool)
     x = Encoder(size["depth"], size["num_heads"], size["mlp_dim"], self.dropout, self.dtype,
                 remat=self.remat, remat_policy=self.remat_policy, scan_layers=self.scan_layers,
-                name="encoder")(x, mask, train=train)
-    map_pool = (MapPooling(size["num_heads"], size["mlp_dim"], self.dtype, name="map")
+                key_bias=self.key_bias, name="encoder")(x, mask, train=train)
+    map_pool = (MapPooling(size["num_heads"], size["mlp_dim"], self.dtype, self.key_bias,
+                           name="map")
                 if self.pool_type == "map" else None)
     return Features(tokens=x, mask=mask, pooled=pool(self.pool_type, x, mask, map_pool))

@@ -18,7 +18,7 @@ from etils import epath
 from multimodal import models, tasks
 from multimodal.data import pipeline
 from multimodal.evaluators import EVALUATORS, EvalContext
-from multimodal.training import preemption, sharding, workdir_config
+from multimodal.training import init_params, preemption, sharding, workdir_config
 from multimodal.training.checkpoint import Checkpointer
 from multimodal.training.optimizer import learning_rate_schedule, make_optimizer
 from multimodal.training.progress import Progress, format_duration
@@ -106,6 +106,11 @@ class Trainer:
     config = self.config
     end = config.total_steps if stop_at is None else min(stop_at, config.total_steps)
     start = self.restore()
+    if start == 0 and config.init.params:
+      self.state = self.state.replace(params=init_params.merge(
+          self.state.params, init_params.load_flat(config.init.params), config.init.skip))
+      logging.info("Initialised the params from %s (kept random: %s).", config.init.params,
+                   list(config.init.skip) or "none")
     if start >= end:
       logging.info("The run already reached step %d of %d: evaluating only.", start,
                    config.total_steps)

@@ -32,6 +32,11 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
   """Lines like "optimizer.learning_rate: 0.001 -> 0.01" for every differing setting."""
   keep = lambda k: not any(k == i or k.startswith(i + ".") for i in IGNORED)
   old, new = flatten(old), flatten(new)
+  # A setting that one config lacks and the other leaves off (None, empty) is no difference:
+  # settings added to the codebase later must not make older workdirs unresumable.
+  off = (None, [], "", {})
+  old = {k: v for k, v in old.items() if k in new or v not in off}
+  new = {k: v for k, v in new.items() if k in old or v not in off}
   missing = object()
   return [f"{k}: {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}"
           for k in sorted(set(old) | set(new))

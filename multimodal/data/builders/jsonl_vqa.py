@@ -8,18 +8,17 @@ first one instead, naming the file, the line and the reason.
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 import json
-import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import tensorflow as tf
 import tensorflow_datasets as tfds
-from absl import flags, logging
+from absl import flags
 from etils import epath
 
+from multimodal.data.builders.manual_data import (IMAGE_REASONS, BadRecord,
+                                                  SkippedRecords, read_checked_image)
 from multimodal.data.builders.vqa_features import vqa_features
 
 _SPLITS = {"train": True, "validation": True, "test": False}  # split -> required
@@ -35,11 +34,9 @@ _FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 # Why a record is skipped (or, strict, an error), in the order the checks run.
 REASONS = ("invalid_json", "invalid_unicode", "missing_field", "wrong_type", "text_too_long",
-           "duplicate_question_id", "missing_image", "unreadable_image", "empty_image_file",
-           "corrupt_image")
+           "duplicate_question_id", *IMAGE_REASONS)
 # Longer texts are junk rather than questions; the `tok` op truncates anything shorter.
 MAX_TEXT_CHARS = 10_000
-_NUM_LISTED = 5  # Bad records named in the end-of-file log line.
 
 _INSTRUCTIONS = """\
 Put your VQA data in the manual_dir:
@@ -60,17 +57,9 @@ while building). Config `jsonl_vqa/strict`: the first one is an error naming the
 """
 
 
-class BadRecord(ValueError):
-  """Why one JSONL record cannot be an example: `reason` (one of REASONS) and the details."""
-
-  def __init__(self, reason: str, detail: str):
-    super().__init__(f"{reason}: {detail}")
-    self.reason = reason
-
-
 def read_jsonl(path: epath.PathLike, *, read_images: bool = False, strict: bool = False,
                max_text_chars: int = MAX_TEXT_CHARS,
-               skipped: collections.Counter[str] | None = None
+               skipped: SkippedRecords | None = None
                ) -> Iterator[tuple[int, dict[str, Any]]]:
   """Yields (line number, record) of each good line, with all five keys set.
 
@@ -80,8 +69,7 @@ def read_jsonl(path: epath.PathLike, *, read_images: bool = False, strict: bool 
   line and the reason instead.
   """
   path = epath.Path(path)
-  skipped = collections.Counter() if skipped is None else skipped
-  listed: list[str] = []
+  skipped = _skipped_records(path) if skipped is None else skipped
   line_of_id: dict[int, int] = {}
   num_records = 0
   with path.open("rb") as f:
@@ -96,26 +84,19 @@ def read_jsonl(path: epath.PathLike, *, read_images: bool = False, strict: bool 
           raise BadRecord("duplicate_question_id",
                           f"question_id {qid} is already used on line {line_of_id[qid]}")
         if read_images:
-          record["image"] = _read_checked_image(path.parent / record["image"])
+          record["image"] = read_checked_image(path.parent / record["image"])
       except BadRecord as e:
         if strict:
           raise ValueError(f"{path}:{line_no}: {e}") from None
-        skipped[e.reason] += 1
-        if len(listed) < _NUM_LISTED:
-          listed.append(f"line {line_no}: {e}")
+        skipped.add(f"line {line_no}", e)
         continue
       line_of_id[qid] = line_no
       yield line_no, record
-  _log_skipped(path, skipped, num_records, listed)
+  skipped.log(num_records)
 
 
-def _log_skipped(path: epath.Path, skipped: collections.Counter[str], num_records: int,
-                 listed: list[str]) -> None:
-  total = sum(skipped.values())
-  counts = ", ".join(f"{reason}={skipped[reason]}" for reason in REASONS if skipped[reason])
-  log = logging.warning if total else logging.info
-  log("jsonl_vqa: %s: skipped %d of %d records%s", path, total, num_records,
-      f" ({counts}); the first ones: {'; '.join(listed)}" if total else ".")
+def _skipped_records(path: epath.Path) -> SkippedRecords:
+  return SkippedRecords(f"jsonl_vqa: {path}", REASONS)
 
 
 def _parse_line(line: bytes, default_id: int, max_text_chars: int) -> dict[str, Any]:
@@ -148,25 +129,6 @@ def _parse_line(line: bytes, default_id: int, max_text_chars: int) -> dict[str, 
     except UnicodeEncodeError as e:  # JSON escapes of lone surrogates, e.g. "\\ud800".
       raise BadRecord("invalid_unicode", f"{key!r} is not valid Unicode ({e.reason})") from None
   return {k: record[k] for k in _FIELDS}
-
-
-def _read_checked_image(path: epath.Path) -> bytes:
-  """The file's encoded bytes, once they fully decode; else a BadRecord saying why."""
-  try:
-    data = path.read_bytes()
-  except FileNotFoundError:
-    raise BadRecord("missing_image", f"no image file {path}") from None
-  except (OSError, ValueError) as e:  # ValueError: a NUL in the path.
-    raise BadRecord("unreadable_image", f"cannot read {path}: {e}") from None
-  if not data:
-    raise BadRecord("empty_image_file", f"{path} is empty (0 bytes)")
-  try:
-    # As the `decode` op does; TF rejects images with zero width or height too.
-    tf.io.decode_image(data, channels=3, expand_animations=False)
-  except tf.errors.OpError as e:
-    reason = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\]", "", e.message)
-    raise BadRecord("corrupt_image", f"cannot decode {path}: {reason}") from None
-  return data
 
 
 @dataclasses.dataclass(eq=False)
@@ -209,11 +171,10 @@ class JsonlVqa(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, path: epath.Path, split: str):
     config = self.builder_config
-    skipped = collections.Counter()
+    skipped = _skipped_records(path)
     yield from read_jsonl(path, read_images=True, strict=config.strict,
                           max_text_chars=config.max_text_chars, skipped=skipped)
-    counts = {**skipped, "total": skipped.total()}
-    self.info.metadata.update({f"skipped/{split}/{k}": n for k, n in counts.items()})
+    self.info.metadata.update(skipped.metadata(split))
 
 
 def define_source_flags() -> None:

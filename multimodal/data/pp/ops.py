@@ -105,3 +105,22 @@ def choice(key: str, out_key: str | None = None) -> PpFn:
     return {**example, out_key or key: values[index]}
 
   return apply
+
+
+@PP_OPS.register("take")
+def take(key: str, n: int) -> PpFn:
+  """The first `n` elements of the list feature `key` (e.g. 5 of a COCO image's 5-7
+  captions, so that every example has as many); an example with fewer is an error."""
+  if n < 1:
+    raise ValueError(f"take: n must be >= 1, got {n}.")
+
+  def apply(example: Example) -> Example:
+    _check_keys("take", example, [key])
+    values = example[key]
+    tf.debugging.assert_greater_equal(tf.shape(values)[0], n,
+                                      message=f"take: {key!r} has fewer than {n} elements.")
+    taken = values[:n]
+    taken.set_shape([n] + values.shape[1:].as_list())
+    return {**example, key: taken}
+
+  return apply

@@ -21,7 +21,7 @@ from typing import Iterator
 import numpy as np
 
 from multimodal.data.shapes.render import render
-from multimodal.data.shapes.scenes import Object, Scene, sample_scene
+from multimodal.data.shapes.scenes import COLORS, SHAPES, SIZES, Object, Scene, sample_scene
 
 CAPTIONS_PER_IMAGE = 5
 MAX_OBJECTS = 4
@@ -57,6 +57,18 @@ class Relation:
   first: Group
   second: Group
   axis: str  # "y": above / below; "x": left of / right of.
+
+
+def kinds() -> list[Kind]:
+  """Every kind of object, (size, color, shape) in that nesting order: kind index
+  (size_index * len(COLORS) + color_index) * len(SHAPES) + shape_index."""
+  return list(itertools.product(SIZES, COLORS, SHAPES))
+
+
+def kind_phrases() -> list[str]:
+  """"a small red circle", ... for every kind, in the order of `kinds()`: zero-shot
+  classification's class texts."""
+  return [Group(kind, 1).phrase() for kind in kinds()]
 
 
 def groups(scene: Scene) -> list[Group]:

@@ -1,0 +1,53 @@
+"""Starting a run from pretrained params (e.g. an HF checkpoint converted by
+`multimodal.models.convert`) instead of a random initialisation.
+
+`config.init.params` names a .npz of our params ("/"-joined paths, as the converters write);
+`config.init.skip` lists path prefixes that keep their random initialisation (a new head).
+Every other param of the model must be in the file with its shape, and every array of the
+file must be a param of the model (or under a skipped prefix): a mismatch is an error that
+names the paths, never a silent partial load.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from flax import traverse_util
+
+
+def load_flat(path: str) -> dict[str, np.ndarray]:
+  """"/"-joined param path -> array, from a .npz file (local path)."""
+  try:
+    with np.load(path) as flat:
+      return dict(flat)
+  except FileNotFoundError:
+    raise FileNotFoundError(f"config.init.params: no file {path!r} (a .npz of params, as "
+                            "`python -m multimodal.models.convert.* --output=...` writes).") from None
+
+
+def _skipped(path: str, skip: Sequence[str]) -> bool:
+  return any(path == s or path.startswith(s.rstrip("/") + "/") for s in skip)
+
+
+def merge(params: Any, pretrained: dict[str, np.ndarray], skip: Sequence[str] = ()) -> Any:
+  """`params` (a pytree of sharded arrays) with every non-skipped leaf replaced by the
+  pretrained array of the same path, placed with the leaf's sharding and dtype."""
+  ours = traverse_util.flatten_dict(params, sep="/")
+  problems = [f"in the file, not a param of the model: {k}" for k in sorted(pretrained)
+              if k not in ours and not _skipped(k, skip)]
+  for path, leaf in sorted(ours.items()):
+    if _skipped(path, skip):
+      continue
+    if path not in pretrained:
+      problems.append(f"a param of the model, not in the file: {path} {tuple(leaf.shape)}")
+    elif pretrained[path].shape != leaf.shape:
+      problems.append(f"shape of {path}: file {pretrained[path].shape}, model "
+                      f"{tuple(leaf.shape)}")
+  if problems:
+    raise ValueError("config.init.params does not fit the model (list prefixes to keep "
+                     "random in config.init.skip):\n  " + "\n  ".join(problems))
+  merged = {path: leaf if _skipped(path, skip) else
+            jax.device_put(pretrained[path].astype(leaf.dtype), leaf.sharding)
+            for path, leaf in ours.items()}
+  return traverse_util.unflatten_dict(merged, sep="/")

@@ -1,0 +1,73 @@
+"""Starting a run from pretrained params: exact values, kept shardings, skipped prefixes,
+mismatches named; a resumed run takes its checkpoint, not the file; older workdirs resume."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from configs import shapes_vqa
+from multimodal.training import init_params, sharding, workdir_config
+from multimodal.training import trainer as trainer_lib
+
+
+def sharded_params():
+  mesh = sharding.make_mesh({"data": 2, "fsdp": 4})
+  split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("fsdp"))
+  return {"encoder": {"kernel": jax.device_put(jnp.zeros((8, 3)), split),
+                      "bias": jax.device_put(jnp.zeros((3,)), sharding.replicated(mesh))},
+          "head": {"kernel": jax.device_put(jnp.ones((3, 2)), sharding.replicated(mesh))}}
+
+
+def test_merge_replaces_values_keeps_shardings_and_skipped_prefixes():
+  params = sharded_params()
+  pretrained = {"encoder/kernel": np.arange(24, dtype=np.float64).reshape(8, 3),
+                "encoder/bias": np.full(3, 7.0)}
+  merged = init_params.merge(params, pretrained, skip=("head",))
+  np.testing.assert_array_equal(merged["encoder"]["kernel"], pretrained["encoder/kernel"])
+  assert merged["encoder"]["kernel"].dtype == jnp.float32
+  assert merged["encoder"]["kernel"].sharding == params["encoder"]["kernel"].sharding
+  assert merged["head"]["kernel"] is params["head"]["kernel"]  # Skipped: kept as initialised.
+
+
+def test_merge_names_every_mismatch():
+  pretrained = {"encoder/kernel": np.zeros((8, 4)), "decoder/kernel": np.zeros(2)}
+  with pytest.raises(ValueError) as error:
+    init_params.merge(sharded_params(), pretrained)
+  message = str(error.value)
+  assert "in the file, not a param of the model: decoder/kernel" in message
+  assert "a param of the model, not in the file: encoder/bias (3,)" in message
+  assert "shape of encoder/kernel: file (8, 4), model (8, 3)" in message
+  assert "head/kernel" in message
+
+
+def test_workdirs_of_older_configs_resume_but_real_changes_are_refused():
+  old = {"optimizer": {"learning_rate": 0.001}}
+  assert workdir_config.differences(old, {**old, "init": {"params": None, "skip": []}}) == []
+  assert workdir_config.differences(old, {**old, "init": {"params": "x.npz", "skip": []}}) == [
+      "init.params: (unset) -> x.npz"]
+
+
+def test_a_run_starts_from_the_file_and_resumes_from_its_checkpoint(tmp_path):
+  config = shapes_vqa.get_config("tiny=true")
+  config.data.data_dir = str(tmp_path / "tfds")
+  random_init = trainer_lib.Trainer(config, str(tmp_path / "random"))
+  flat = traverse_util.flatten_dict(jax.device_get(random_init.state.params), sep="/")
+  pretrained = {k: np.asarray(v) + 0.5 for k, v in flat.items()}
+  np.savez(tmp_path / "pretrained.npz", **pretrained)
+
+  config.init.params = str(tmp_path / "pretrained.npz")
+  trainer = trainer_lib.Trainer(config, str(tmp_path / "run"))
+  assert trainer.train(stop_at=0) == 0  # Initialises, trains nothing.
+  got = traverse_util.flatten_dict(jax.device_get(trainer.state.params), sep="/")
+  for path, value in pretrained.items():
+    np.testing.assert_allclose(got[path], value, rtol=1e-6)
+
+  assert trainer.train(stop_at=1) == 1  # One step, checkpointed.
+  trained = traverse_util.flatten_dict(jax.device_get(trainer.state.params), sep="/")
+  np.savez(tmp_path / "pretrained.npz", **{k: v - 9.0 for k, v in pretrained.items()})
+  resumed = trainer_lib.Trainer(config, str(tmp_path / "run"))
+  assert resumed.train(stop_at=1) == 1  # The checkpoint wins over the (changed) file.
+  again = traverse_util.flatten_dict(jax.device_get(resumed.state.params), sep="/")
+  for path, value in trained.items():
+    np.testing.assert_array_equal(again[path], value)
