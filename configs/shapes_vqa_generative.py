@@ -15,6 +15,9 @@ Arguments (`--config=configs/shapes_vqa_generative.py:ARG`, comma-separated key=
   res=64                    image resolution
   total_steps=3600          training steps
   batch_size=128            global batch size
+  model=paligemma           paligemma (one prefix-LM decoder over image, question and answer)
+                            or pali (PaLI's encoder-decoder: an encoder over image and question,
+                            a decoder with cross-attention writes the answer)
   num_kv_heads=1            1: multi-query attention; 4: multi-head
   beam_size=1               1: greedy decoding in evaluation; more: beam search
   tiny=false                a minute-long smoke-test setting
@@ -30,7 +33,8 @@ MODEL_INPUTS = "keep('image', 'text_tokens', 'text_mask', 'prefix_mask')"
 
 def get_config(arg: str | None = None):
   args = config_utils.parse_arg(arg, data="default", res=64, total_steps=3600, batch_size=128,
-                                num_kv_heads=1, beam_size=1, tiny=False)
+                                model="paligemma", num_kv_heads=1, beam_size=1, tiny=False)
+  config_utils.choices([args.model], ("paligemma", "pali"), "model")
   c = config_utils.shapes_base(args)
   image_pp = PP_IMAGE.format(res=args.res)
   c.pp_train = (f"{image_pp}|tok_prompt_answer(max_len={MAX_LEN}, model='shapes')|"
@@ -42,11 +46,13 @@ def get_config(arg: str | None = None):
   width = 64 if args.tiny else 128
   depth = 1 if args.tiny else 2
   c.model = dict(
-      type="paligemma",
+      type=args.model,
       # The classifier baseline's image encoder (configs/shapes_vqa.py).
       image=config_utils.shapes_vit(width, depth),
       decoder=config_utils.shapes_decoder(width, depth, args.num_kv_heads),
       dtype="float32")
+  if args.model == "pali":
+    c.model.encoder_depth = depth
 
   c.optimizer.learning_rate = 1e-3
   c.optimizer.warmup_steps = 2 if args.tiny else 200

@@ -49,6 +49,10 @@ MODEL_IO = {
     "paligemma": (dict(image=jnp.zeros((2, 32, 32, 3)), text_tokens=jnp.ones((2, 8), jnp.int32),
                        text_mask=jnp.ones((2, 8), bool), prefix_mask=jnp.ones((2, 8), bool)),
                   (2, 8, 50)),
+    "pali": (dict(image=jnp.zeros((2, 32, 32, 3)), text_tokens=jnp.ones((2, 8), jnp.int32),
+                  text_mask=jnp.ones((2, 8), bool),
+                  prefix_mask=jnp.broadcast_to(jnp.arange(8) < 3, (2, 8))),
+             (2, 8, 50)),
     "two_towers": (dict(image=jnp.zeros((2, 32, 32, 3)), text_tokens=jnp.ones((2, 8), jnp.int32),
                         text_mask=jnp.ones((2, 8), bool)),
                    {"image": (2, 32), "text": (2, 32), "temperature": (), "bias": ()}),
@@ -59,12 +63,14 @@ def test_there_are_configs():
   assert any(p.endswith("shapes_vqa.py") for p in CONFIGS)
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
-def test_config_loads_and_builds_its_model(path):
-  config = load(path).get_config()
+@pytest.mark.parametrize("path,arg", [(p, None) for p in CONFIGS] + [
+    (os.path.join(REPO, "configs", "shapes_vqa_generative.py"), "model=pali")],
+    ids=lambda v: os.path.basename(v) if isinstance(v, str) and v.endswith(".py") else str(v))
+def test_config_loads_and_builds_its_model(path, arg):
+  config = load(path).get_config(arg)
   batch, output_shape = MODEL_IO[config.model.type]
-  kwargs = (dict(vocab_size=50) if config.model.type in ("paligemma", "two_towers") else
-            dict(num_answers=11, vocab_size=50))
+  kwargs = (dict(vocab_size=50) if config.model.type in ("paligemma", "pali", "two_towers")
+            else dict(num_answers=11, vocab_size=50))
   spec = shrink(config.model.to_dict())
   if "embed_dim" in spec:
     spec["embed_dim"] = 32

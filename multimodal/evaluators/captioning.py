@@ -17,7 +17,7 @@ def raw_captions(example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
 
 
 @EVALUATORS.register("captioning")
-class CaptioningEvaluator:
+class CaptioningEvaluator(common.SplitEvaluator):
   """Reports `bleu_1`..`bleu_4`, `cider` (CIDEr-D, as coco-caption computes them on the
   evaluated images) and `num_examples`, for a task that writes text (`image_to_text`), and
   writes `WORKDIR/predictions/NAME_stepSTEP.jsonl` (caption, references, CIDEr-D).
@@ -34,12 +34,7 @@ class CaptioningEvaluator:
   def __init__(self, context: EvalContext, name: str, split: str, pp: str, batch_size: int,
                every_steps: int = 0, max_examples: int | None = None,
                write_predictions: bool = True):
-    self.context = context
-    self.name = name
-    self.split = split if max_examples is None else f"{split}[:{max_examples}]"
-    self.pp = pp
-    self.batch_size = batch_size
-    self.every_steps = every_steps
+    super().__init__(context, name, split, pp, batch_size, every_steps, max_examples)
     self.write_predictions = write_predictions
 
   def run(self, params: Any, step: int) -> dict[str, float]:

@@ -18,6 +18,27 @@ from multimodal.evaluators.registry import EvalContext
 HostBatch = dict[str, np.ndarray]
 
 
+class SplitEvaluator:
+  """The settings every evaluator over one split has.
+
+  Args:
+    split: the TFDS split to evaluate on.
+    pp: preprocessing spec producing the model inputs (and what the evaluator reads).
+    batch_size: global evaluation batch size.
+    every_steps: how often the trainer runs it (0: only at the end).
+    max_examples: evaluate on the first N examples only (None: all).
+  """
+
+  def __init__(self, context: EvalContext, name: str, split: str, pp: str, batch_size: int,
+               every_steps: int = 0, max_examples: int | None = None):
+    self.context = context
+    self.name = name
+    self.split = split if max_examples is None else f"{split}[:{max_examples}]"
+    self.pp = pp
+    self.batch_size = batch_size
+    self.every_steps = every_steps
+
+
 def predicted_batches(context: EvalContext, params: Any, *, split: str, pp: str,
                       batch_size: int,
                       extras: Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]] | None = None,

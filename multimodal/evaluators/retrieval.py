@@ -12,7 +12,7 @@ from multimodal.evaluators.registry import EVALUATORS, EvalContext
 
 
 @EVALUATORS.register("retrieval")
-class RetrievalEvaluator:
+class RetrievalEvaluator(common.SplitEvaluator):
   """Reports `image_to_text/R@k` and `text_to_image/R@k` for each k (see
   `retrieval_metrics.recall_at_k`), `num_images` and `num_texts`, for a task that predicts
   `image_embedding` and `text_embedding` (task `contrastive`).
@@ -31,12 +31,7 @@ class RetrievalEvaluator:
   def __init__(self, context: EvalContext, name: str, split: str, pp: str, batch_size: int,
                every_steps: int = 0, max_examples: int | None = None,
                ks: Sequence[int] = (1, 5, 10)):
-    self.context = context
-    self.name = name
-    self.split = split if max_examples is None else f"{split}[:{max_examples}]"
-    self.pp = pp
-    self.batch_size = batch_size
-    self.every_steps = every_steps
+    super().__init__(context, name, split, pp, batch_size, every_steps, max_examples)
     self.ks = tuple(ks)
 
   def embeddings(self, params: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

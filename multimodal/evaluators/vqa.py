@@ -19,7 +19,7 @@ def raw_text(example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
 
 
 @EVALUATORS.register("vqa")
-class VqaEvaluator:
+class VqaEvaluator(common.SplitEvaluator):
   """Reports `accuracy` and `accuracy/TYPE` (VQA accuracy: min(1, annotators agreeing / 3),
   exact match for single-answer data) and writes `WORKDIR/predictions/NAME_STEP.jsonl`.
 
@@ -39,12 +39,7 @@ class VqaEvaluator:
                every_steps: int = 0, max_examples: int | None = None,
                write_predictions: bool = True, missing_modalities: tuple[str, ...] = (),
                where: dict[str, tuple[str, ...]] | None = None):
-    self.context = context
-    self.name = name
-    self.split = split if max_examples is None else f"{split}[:{max_examples}]"
-    self.pp = pp
-    self.batch_size = batch_size
-    self.every_steps = every_steps
+    super().__init__(context, name, split, pp, batch_size, every_steps, max_examples)
     self.write_predictions = write_predictions
     self.missing_modalities = tuple(missing_modalities)
     self.where = where

@@ -14,7 +14,7 @@ from multimodal.evaluators.registry import EVALUATORS, EvalContext
 
 
 @EVALUATORS.register("zero_shot_classification")
-class ZeroShotClassificationEvaluator:
+class ZeroShotClassificationEvaluator(common.SplitEvaluator):
   """Reports `accuracy` (top-1), `accuracy_top5` and `num_examples`, for a task that predicts
   `image_embedding` and `text_embedding` (task `contrastive`).
 
@@ -35,14 +35,9 @@ class ZeroShotClassificationEvaluator:
                every_steps: int = 0, max_examples: int | None = None):
     if len(class_texts) < 2:
       raise ValueError(f"Zero-shot classification needs at least 2 classes, got {class_texts}.")
-    self.context = context
-    self.name = name
-    self.split = split if max_examples is None else f"{split}[:{max_examples}]"
-    self.pp = pp
+    super().__init__(context, name, split, pp, batch_size, every_steps, max_examples)
     self.class_texts = list(class_texts)
     self.text_pp = pp_lib.parse(text_pp)
-    self.batch_size = batch_size
-    self.every_steps = every_steps
 
   def class_embeddings(self, params: Any) -> np.ndarray:
     """float32[C, E]: the class texts' embeddings (padded to a multiple of the devices for

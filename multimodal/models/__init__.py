@@ -1,5 +1,5 @@
 """Models: encoders, fusion modules and heads, each selected by name from a registry."""
 from multimodal.models import fusion, heads  # noqa: F401  (registers)
-from multimodal.models import fusion_vqa, paligemma, two_towers  # noqa: F401  (registers)
+from multimodal.models import fusion_vqa, pali, paligemma, two_towers  # noqa: F401  (registers)
 from multimodal.models import text_encoder, vit  # noqa: F401  (registers)
 from multimodal.models.registry import ENCODERS, MODELS  # noqa: F401

@@ -10,7 +10,7 @@ encoder's output) is the caller's; decoding starts from that prefix's last logit
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -41,6 +41,15 @@ class DecodeConfig:
                        f"{self.top_k} (>= 0), top_p {self.top_p} (in (0, 1]).")
     if self.beam_size < 1:
       raise ValueError(f"beam_size must be at least 1, got {self.beam_size}.")
+
+
+@runtime_checkable
+class TextGenerator(Protocol):
+  """A model that writes text (paligemma, pali): the image_to_text task decodes through this."""
+
+  def generate(self, params: Any, batch: dict[str, jax.Array], config: DecodeConfig,
+               rng: jax.Array | None = None) -> jax.Array:
+    """int32[B, max_new_tokens], `pad_id` after EOS, written after each example's prompt."""
 
 
 def filter_logits(logits: jax.Array, top_k: int, top_p: float) -> jax.Array:
@@ -151,3 +160,13 @@ def beam_search(step_fn: StepFn, logits: jax.Array, cache: Any, key_mask: jax.Ar
   pick = lambda x: jnp.take_along_axis(x, best[:, None, None] if x.ndim == 3 else best[:, None],
                                        axis=1)[:, 0]
   return pick(tokens), pick(scores)
+
+
+def generate(step_fn: StepFn, logits: jax.Array, cache: Any, key_mask: jax.Array, slot: int,
+             positions: jax.Array, config: DecodeConfig, rng: jax.Array | None = None
+             ) -> jax.Array:
+  """int32[B, max_new_tokens]: `beam_search`'s best tokens when config.beam_size > 1 (the
+  inputs then hold beam_size copies of each example), else `decode`'s."""
+  if config.beam_size > 1:
+    return beam_search(step_fn, logits, cache, key_mask, slot, positions, config)[0]
+  return decode(step_fn, logits, cache, key_mask, slot, positions, config, rng)

@@ -1,4 +1,5 @@
-"""A Gemma-style text decoder (the decoder of PaliGemma), with an explicit key/value cache.
+"""A Gemma-style text decoder (the decoder of PaliGemma, and of PaLI), with an explicit key/value
+cache.
 
 Pre-norm blocks with RMSNorm (scale stored as an offset from 1), rotary position embeddings
 (the half-split layout of the public Gemma code), multi-query or grouped-query attention
@@ -10,6 +11,9 @@ text (PaLI-style); `embed_tokens` and `logits` give the two ends. Positions and 
 mask are explicit inputs: a prefix-LM (image and prompt see each other, the answer is causal)
 is just a mask (`prefix_lm_mask`), and a batch of prompts of different lengths decodes with
 the cache written at one slot for all examples while each example keeps its own positions.
+
+With `cross_attention` each block also attends to an encoder's output (an encoder-decoder such
+as PaLI); those keys and values are computed once, when the cache is filled, and kept in it.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from multimodal.models import decoding
 from multimodal.models import partitioning as p
 from multimodal.models.attention import attend
 
@@ -36,6 +41,7 @@ class GemmaConfig:
   rope_base: float = 10_000.0
   norm_eps: float = 1e-6
   dropout: float = 0.0
+  cross_attention: bool = False  # Each block attends to an encoder's output after itself.
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:
@@ -43,7 +49,8 @@ class GemmaConfig:
                        f"({self.num_kv_heads}).")
 
 
-# The cache of one layer: keys and values float[B, S, Hkv, Dh] for S slots.
+# The cache of one layer: keys and values "k", "v" float[B, S, Hkv, Dh] for S slots; with
+# cross-attention also "cross_k", "cross_v" float[B, N, Hkv, Dh] for the encoder's N tokens.
 LayerCache = dict[str, jax.Array]
 
 
@@ -53,6 +60,12 @@ def init_cache(config: GemmaConfig, batch: int, slots: int,
   shape = (batch, slots, config.num_kv_heads, config.head_dim)
   return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
           for _ in range(config.depth)]
+
+
+def token_positions(input_mask: jax.Array) -> jax.Array:
+  """int32[B, T] from bool[B, T]: each real token's index among its example's real tokens
+  (padding takes its predecessor's)."""
+  return jnp.maximum(jnp.cumsum(input_mask, axis=1) - 1, 0)
 
 
 def prefix_lm_mask(input_mask: jax.Array, prefix_mask: jax.Array) -> jax.Array:
@@ -114,13 +127,47 @@ class Attention(nn.Module):
                                               cache_index, axis=1)
       v = jax.lax.dynamic_update_slice_in_dim(cache["v"], v.astype(cache["v"].dtype),
                                               cache_index, axis=1)
-      cache = {"k": k, "v": v}
-    groups = c.num_heads // c.num_kv_heads
-    out, weights = attend(q, jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2),
-                          mask, self.dtype)
-    self.sow("intermediates", "attention_weights", weights)
-    out = _dense((x.shape[-1],), ("heads", "kv", "embed"), "out", self.dtype, axis=(-2, -1))(out)
-    return out, cache
+      cache = {**cache, "k": k, "v": v}
+    return _attend_and_merge(self, q, k, v, mask, x.shape[-1]), cache
+
+
+class CrossAttention(nn.Module):
+  """Queries from the decoder attend to an encoder's output. Its keys and values carry no
+  rotary positions (the encoder's tokens already hold theirs); they are computed from `context`
+  when given (and written into the cache, if any), else read from the cache."""
+  config: GemmaConfig
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, context: jax.Array | None, context_mask: jax.Array,
+               cache: LayerCache | None) -> tuple[jax.Array, LayerCache | None]:
+    """x: float[B, T, D]; context: float[B, N, D] or None; context_mask: bool[B, N], the real
+    encoder tokens -> (float[B, T, D], the cache with "cross_k" and "cross_v")."""
+    c = self.config
+    q = _dense((c.num_heads, c.head_dim), ("embed", "heads", "kv"), "query", self.dtype)(x)
+    if context is not None:
+      k = _dense((c.num_kv_heads, c.head_dim), ("embed", None, "kv"), "key", self.dtype)(context)
+      v = _dense((c.num_kv_heads, c.head_dim), ("embed", None, "kv"), "value", self.dtype)(context)
+      if cache is not None:
+        cache = {**cache, "cross_k": k, "cross_v": v}
+    elif cache is None or "cross_k" not in cache:
+      raise ValueError("Cross-attention needs the encoder's output (`context`) or a cache that "
+                       "holds its keys and values (filled by `prefill` with a context).")
+    else:
+      k, v = cache["cross_k"], cache["cross_v"]
+    return _attend_and_merge(self, q, k, v, context_mask[:, None, :], x.shape[-1]), cache
+
+
+def _attend_and_merge(module: nn.Module, q: jax.Array, k: jax.Array, v: jax.Array,
+                      mask: jax.Array, width: int) -> jax.Array:
+  """Grouped-query attention inside `module`: q float[B, T, H, Dh] over k, v float[B, S, Hkv,
+  Dh] (each key/value head serves H / Hkv query heads), mask bool[B, T|1, S] -> float[B, T,
+  width] through the module's "out" projection."""
+  groups = q.shape[2] // k.shape[2]
+  out, weights = attend(q, jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2), mask,
+                        module.dtype)
+  module.sow("intermediates", "attention_weights", weights)
+  return _dense((width,), ("heads", "kv", "embed"), "out", module.dtype, axis=(-2, -1))(out)
 
 
 class GatedMlp(nn.Module):
@@ -137,17 +184,24 @@ class GatedMlp(nn.Module):
 
 
 class Block(nn.Module):
+  """Self-attention, [cross-attention,] gated MLP; each pre-normed and added to the stream."""
   config: GemmaConfig
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, positions, mask, cache, cache_index, *, train: bool):
+  def __call__(self, x, positions, mask, cache, cache_index, context=None, context_mask=None,
+               *, train: bool):
     c = self.config
+    drop = lambda h: nn.Dropout(c.dropout)(h, deterministic=not train)
     h, cache = Attention(c, self.dtype, name="attention")(
         RMSNorm(c.norm_eps, name="pre_attention_norm")(x), positions, mask, cache, cache_index)
-    x = x + nn.Dropout(c.dropout)(h, deterministic=not train)
+    x = x + drop(h)
+    if c.cross_attention:
+      h, cache = CrossAttention(c, self.dtype, name="cross_attention")(
+          RMSNorm(c.norm_eps, name="pre_cross_norm")(x), context, context_mask, cache)
+      x = x + drop(h)
     h = GatedMlp(c.mlp_dim, self.dtype, name="mlp")(RMSNorm(c.norm_eps, name="pre_mlp_norm")(x))
-    return x + nn.Dropout(c.dropout)(h, deterministic=not train), cache
+    return x + drop(h), cache
 
 
 class GemmaDecoder(nn.Module):
@@ -174,24 +228,34 @@ class GemmaDecoder(nn.Module):
 
   def __call__(self, x: jax.Array, positions: jax.Array, mask: jax.Array,
                cache: list[LayerCache] | None = None, cache_index: jax.Array | int = 0,
+               context: jax.Array | None = None, context_mask: jax.Array | None = None,
                *, train: bool = False) -> tuple[jax.Array, list[LayerCache] | None]:
     """x: float[B, T, D] embeddings; positions: int[B, T]; mask: bool[B, T, S] (S = T, or the
-    cache's slots) -> (logits float32[B, T, V], the updated cache or None)."""
+    cache's slots); with cross_attention, context: float[B, N, D] the encoder's output (None:
+    its keys and values are in the cache) and context_mask: bool[B, N] its real tokens
+    -> (logits float32[B, T, V], the updated cache or None)."""
+    if self.config.cross_attention and context_mask is None:
+      raise ValueError("A decoder with cross_attention needs the encoder's output mask "
+                       "(context_mask).")
+    if not self.config.cross_attention and (context is not None or context_mask is not None):
+      raise ValueError("This decoder has no cross-attention (cross_attention=False) to take an "
+                       "encoder's output (context, context_mask).")
     new_cache = [] if cache is not None else None
     for i, block in enumerate(self.blocks):
       x, layer_cache = block(x, positions, mask, None if cache is None else cache[i],
-                             cache_index, train=train)
+                             cache_index, context, context_mask, train=train)
       if new_cache is not None:
         new_cache.append(layer_cache)
     return self.logits(self.final_norm(x)), new_cache
 
 
-
 def prefill(model: GemmaDecoder, params: Any, embeds: jax.Array, input_mask: jax.Array,
-            prefix_mask: jax.Array, slots: int
+            prefix_mask: jax.Array, slots: int, context: jax.Array | None = None,
+            context_mask: jax.Array | None = None
             ) -> tuple[jax.Array, list[LayerCache], jax.Array, jax.Array]:
   """Runs the prefix (float[B, T, D] embeddings; bool[B, T] real tokens, right-padded; bool[B, T]
-  prefix-LM prefix) into a new cache of `slots` >= T slots.
+  prefix-LM prefix) into a new cache of `slots` >= T slots. A cross-attending decoder takes the
+  encoder's output (float[B, N, D], bool[B, N]), whose keys and values the cache then keeps.
 
   -> (float32[B, V] the logits after each example's last real token, the cache, bool[B, S]
   the slots holding real keys, int[B] the next token's position).
@@ -199,21 +263,44 @@ def prefill(model: GemmaDecoder, params: Any, embeds: jax.Array, input_mask: jax
   batch, length = input_mask.shape
   if slots < length:
     raise ValueError(f"A cache of {slots} slots cannot hold a prefix of {length} tokens.")
-  positions = jnp.maximum(jnp.cumsum(input_mask, axis=1) - 1, 0)
   mask = jnp.pad(prefix_lm_mask(input_mask, prefix_mask), ((0, 0), (0, 0), (0, slots - length)))
   cache = init_cache(model.config, batch, slots, model.dtype)
-  logits, cache = model.apply({"params": params}, embeds, positions, mask, cache, 0)
+  logits, cache = model.apply({"params": params}, embeds, token_positions(input_mask), mask,
+                              cache, 0, context, context_mask)
   lengths = jnp.sum(input_mask, axis=1)
   last = jnp.take_along_axis(logits, (lengths - 1)[:, None, None], axis=1)[:, 0]
   key_mask = jnp.pad(input_mask.astype(bool), ((0, 0), (0, slots - length)))
   return last, cache, key_mask, lengths
 
 
-def step_fn(model: GemmaDecoder, params: Any) -> Callable[..., tuple[jax.Array, Any]]:
-  """The decoding step (multimodal.models.decoding.StepFn) of the decoder with `params`."""
+def step_fn(model: GemmaDecoder, params: Any, context_mask: jax.Array | None = None
+            ) -> Callable[..., tuple[jax.Array, Any]]:
+  """The decoding step (multimodal.models.decoding.StepFn) of the decoder with `params`; a
+  cross-attending decoder takes the encoder's mask bool[B, N] (its keys and values are in the
+  cache). The mask stays fixed per row: beam search reorders rows only among one example's
+  beams, which share it."""
   def step(tokens, positions, cache, slot, key_mask):
     x = model.apply({"params": params}, tokens[:, None], method=GemmaDecoder.embed_tokens)
     logits, cache = model.apply({"params": params}, x, positions[:, None],
-                                key_mask[:, None, :], cache, slot)
+                                key_mask[:, None, :], cache, slot, None, context_mask)
     return logits[:, 0], cache
   return step
+
+
+def start_decoding(model: GemmaDecoder, params: Any, embeds: jax.Array, input_mask: jax.Array,
+                   prefix_mask: jax.Array, max_new_tokens: int, copies: int = 1,
+                   context: jax.Array | None = None, context_mask: jax.Array | None = None
+                   ) -> tuple[decoding.StepFn, tuple[Any, ...]]:
+  """Prefills the decoder (the inputs of `prefill`) with room for max_new_tokens, each example
+  repeated `copies` times (beam search's layout; 1 for `decode`).
+
+  -> (the step function, the arguments `decoding.decode` and `decoding.beam_search` take after
+  it: (first logits, cache, key mask, slot, positions)).
+  """
+  repeat = lambda x: None if x is None else jnp.repeat(x, copies, axis=0)
+  embeds, input_mask, prefix_mask, context, context_mask = map(
+      repeat, (embeds, input_mask, prefix_mask, context, context_mask))
+  slot = embeds.shape[1]
+  logits, cache, key_mask, positions = prefill(model, params, embeds, input_mask, prefix_mask,
+                                               slot + max_new_tokens, context, context_mask)
+  return step_fn(model, params, context_mask), (logits, cache, key_mask, slot, positions)

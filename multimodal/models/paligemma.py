@@ -46,9 +46,7 @@ class PaliGemma(nn.Module):
   def setup(self):
     dtype = jnp.dtype(self.dtype)
     self.image_encoder = ENCODERS.build(self.image, dtype=dtype)
-    self.projector = nn.Dense(self.decoder_config.width, dtype=dtype,
-                              kernel_init=p.init(nn.initializers.lecun_normal(), None, "embed"),
-                              bias_init=p.init(nn.initializers.zeros, "embed"))
+    self.projector = image_projector(self.decoder_config.width, dtype)
     self.text_decoder = gemma.GemmaDecoder(self.decoder_config, dtype)
 
   def embed(self, batch: dict[str, jax.Array], *, train: bool = False
@@ -57,19 +55,37 @@ class PaliGemma(nn.Module):
     bool[B, N + T], prefix mask bool[B, N + T])."""
     image = self.projector(self.image_encoder(batch["image"], train=train).tokens)
     text = self.text_decoder.embed_tokens(batch["text_tokens"])
-    ones = jnp.ones(image.shape[:2], bool)
-    return (jnp.concatenate([image.astype(text.dtype), text], axis=1),
-            jnp.concatenate([ones, batch["text_mask"].astype(bool)], axis=1),
-            jnp.concatenate([ones, batch["prefix_mask"].astype(bool)], axis=1))
+    return prepend_image(image, text, batch["text_mask"], batch["prefix_mask"])
 
   def __call__(self, batch: dict[str, jax.Array], *, train: bool) -> jax.Array:
     """-> float32[B, T, V]: at each text position, the logits of the next token."""
     embeds, input_mask, prefix = self.embed(batch, train=train)
     n_text = batch["text_tokens"].shape[1]
-    positions = jnp.maximum(jnp.cumsum(input_mask, axis=1) - 1, 0)
-    logits, _ = self.text_decoder(embeds, positions, gemma.prefix_lm_mask(input_mask, prefix),
-                                  train=train)
+    logits, _ = self.text_decoder(embeds, gemma.token_positions(input_mask),
+                                  gemma.prefix_lm_mask(input_mask, prefix), train=train)
     return logits[:, -n_text:]
+
+  @nn.nowrap
+  def generate(self, params: Any, batch: dict[str, jax.Array], config: decoding.DecodeConfig,
+               rng: jax.Array | None = None) -> jax.Array:
+    """`generate` below, as a method (decoding.TextGenerator)."""
+    return generate(self, params, batch, config, rng)
+
+
+def image_projector(width: int, dtype: jnp.dtype) -> nn.Dense:
+  """The linear map from the image encoder's tokens to the text model's width."""
+  return nn.Dense(width, dtype=dtype,
+                  kernel_init=p.init(nn.initializers.lecun_normal(), None, "embed"),
+                  bias_init=p.init(nn.initializers.zeros, "embed"))
+
+
+def prepend_image(image: jax.Array, text: jax.Array, *text_masks: jax.Array
+                  ) -> tuple[jax.Array, ...]:
+  """Image tokens float[B, N, D] placed before text embeddings float[B, T, D] -> (float[B, N + T,
+  D], then each bool[B, T] mask over the text extended to bool[B, N + T], True on the image)."""
+  ones = jnp.ones(image.shape[:2], bool)
+  return (jnp.concatenate([image.astype(text.dtype), text], axis=1),
+          *(jnp.concatenate([ones, m.astype(bool)], axis=1) for m in text_masks))
 
 
 def answer_loss(logits: jax.Array, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
@@ -90,14 +106,6 @@ def generate(model: PaliGemma, params: Any, batch: dict[str, jax.Array],
   `text_mask`, right-padded) about the images; `pad_id` after EOS. Beam search when
   config.beam_size > 1."""
   embeds, input_mask, prefix = model.apply({"params": params}, batch, method=PaliGemma.embed)
-  decoder, decoder_params = model.free_decoder(), params["text_decoder"]
-  slot = embeds.shape[1]
-  k = config.beam_size
-  if k > 1:
-    embeds, input_mask, prefix = (jnp.repeat(x, k, axis=0) for x in (embeds, input_mask, prefix))
-  logits, cache, key_mask, positions = gemma.prefill(
-      decoder, decoder_params, embeds, input_mask, prefix, slot + config.max_new_tokens)
-  step = gemma.step_fn(decoder, decoder_params)
-  if k > 1:
-    return decoding.beam_search(step, logits, cache, key_mask, slot, positions, config)[0]
-  return decoding.decode(step, logits, cache, key_mask, slot, positions, config, rng)
+  step, start = gemma.start_decoding(model.free_decoder(), params["text_decoder"], embeds,
+                                     input_mask, prefix, config.max_new_tokens, config.beam_size)
+  return decoding.generate(step, *start, config, rng)

@@ -1,6 +1,8 @@
 """Image to text, PaLI-style: the model writes text after the image and a prompt (a question's
 answer, an image's caption). Next-token cross-entropy on the written tokens; decoding on the
-device for evaluation."""
+device for evaluation. Any model that writes text serves (paligemma, pali): its logits are the
+next token's at each text position, and it decodes through its own `generate`
+(decoding.TextGenerator)."""
 from __future__ import annotations
 
 from typing import Any
@@ -49,7 +51,11 @@ class ImageToTextTask:
 
   def generate(self, model: Any, params: Any, batch: Batch) -> dict[str, jax.Array]:
     """-> answer_tokens int32[B, max_answer_tokens], decoded after the prompt."""
-    return {"answer_tokens": paligemma.generate(model, params, batch, self.decode_config)}
+    if not isinstance(model, decoding.TextGenerator):
+      raise TypeError(f"The image_to_text task decodes with the model's generate(params, batch, "
+                      f"config); {type(model).__name__} has none (models that write text: "
+                      "paligemma, pali).")
+    return {"answer_tokens": model.generate(params, batch, self.decode_config)}
 
   def answer_text(self, tokens: Any) -> str:
     """int[N] decoded answer tokens (up to EOS) -> the answer string."""
