@@ -195,17 +195,6 @@ def test_text_alone_does_not_give_the_answer(questions, question_type):
   assert _blind_accuracy(fit, score) <= 0.60
 
 
-def _relation_cues(scene: scenes_lib.Scene, q: vq.Question) -> dict[str, object]:
-  """What a relation question's answer could be read from: its word, and where along the
-  word's axis the first-named (a) and second-named (b) objects are (the image's thirds)."""
-  m = re.fullmatch(r"is the ([a-z ]+?) (left of|right of|above|below) the ([a-z ]+)\?", q.text)
-  a, b = _the(m[1], scene), _the(m[3], scene)
-  axis = "x" if m[2] in ("left of", "right of") else "y"
-  third = lambda obj: int(getattr(obj, axis) * 3 // scene.image_size)
-  return {"word": m[2], "a_third": third(a), "b_third": third(b),
-          "a_first": getattr(a, axis) < getattr(b, axis)}
-
-
 def _rule_accuracy(fit: list[tuple[dict, str]], score: list[tuple[dict, str]],
                    cues: tuple[str, ...]) -> float:
   """The majority answer per combination of `cues`, fit on one sample, scored on another."""
@@ -221,13 +210,24 @@ def test_relation_answers_need_the_word_and_a_position_together(questions):
   # Why relation questions are hard to learn (README, fusion benchmark): no single cue, in
   # the text or in the image, says anything about the answer; the word combined with where
   # one named object is already does, and with their order along the axis it is exact.
-  fit, score = ([(_relation_cues(scene, q), q.answer) for scene, q in sample["relation"]]
+  fit, score = ([(vq.relation_cues(scene, q.text), q.answer) for scene, q in sample["relation"]]
                 for sample in questions)
   for cue in ("word", "a_third", "b_third", "a_first"):
     assert _rule_accuracy(fit, score, (cue,)) <= 0.56, cue
   assert _rule_accuracy(fit, score, ("a_third", "b_third")) <= 0.56
   assert _rule_accuracy(fit, score, ("word", "a_third")) >= 0.75
   assert _rule_accuracy(fit, score, ("word", "a_first")) == 1.0
+
+
+def test_relation_cues_refuse_other_questions_and_ambiguous_names(questions):
+  scene, q = questions[0]["count"][0]
+  with pytest.raises(ValueError, match="Not a relation question"):
+    vq.relation_cues(scene, q.text)
+  two_circles = scenes_lib.Scene(objects=(
+      scenes_lib.Object("circle", "red", "small", 10.0, 10.0, 4.75),
+      scenes_lib.Object("circle", "red", "small", 40.0, 40.0, 4.75)), image_size=64)
+  with pytest.raises(ValueError, match="names 2 objects"):
+    vq.relation_cues(two_circles, "is the circle left of the red object?")
 
 
 def test_iterate_examples_is_deterministic():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import itertools
+import re
 from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
@@ -158,6 +159,40 @@ def _ask_relation(scene: Scene, rng: np.random.Generator) -> Question | None:
     a, b = b, a
   text = f"is the {_phrase(_pick(rng, a[1]))} {word} the {_phrase(_pick(rng, b[1]))}?"
   return Question(text, _yes_no(answer), "relation")
+
+
+_RELATION_TEXT = re.compile(r"is the ([a-z ]+?) (left of|right of|above|below) the ([a-z ]+)\?")
+
+
+def _the_object(phrase: str, scene: Scene) -> Object:
+  """The one object a phrase such as "large red circle" or "blue object" names."""
+  values = {}
+  for word in phrase.split():
+    for attribute in _ATTRIBUTES:
+      if word in _VALUES[attribute]:
+        values[attribute] = word
+  found = [o for o in scene.objects if all(getattr(o, a) == v for a, v in values.items())]
+  if len(found) != 1:
+    raise ValueError(f"{phrase!r} names {len(found)} objects of the scene, not one.")
+  return found[0]
+
+
+def relation_cues(scene: Scene, text: str) -> dict[str, str | int | bool]:
+  """What a relation question's answer is made of: its `word`, the third of the image (0, 1
+  or 2 along the word's axis) that the first-named object (`a_third`) and the second-named
+  (`b_third`) lie in, and whether the first-named lies first along that axis (`a_first`).
+
+  The answer is yes exactly when `a_first` agrees with the word ("left of", "above") or
+  disagrees with it ("right of", "below"); no single cue tells it (tests/test_shapes.py).
+  """
+  match = _RELATION_TEXT.fullmatch(text)
+  if match is None:
+    raise ValueError(f"Not a relation question: {text!r}.")
+  a, b = _the_object(match[1], scene), _the_object(match[3], scene)
+  axis = next(axis for word, axis, _ in _RELATIONS if word == match[2])
+  third = lambda obj: min(2, int(getattr(obj, axis) * 3 // scene.image_size))
+  return {"word": match[2], "a_third": third(a), "b_third": third(b),
+          "a_first": getattr(a, axis) < getattr(b, axis)}
 
 
 def _ask_compare_count(scene: Scene, rng: np.random.Generator) -> Question | None:
