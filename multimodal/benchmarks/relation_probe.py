@@ -26,10 +26,10 @@ from typing import Any, Callable, Iterator
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 import jax  # noqa: E402
-import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 import orbax.checkpoint as ocp  # noqa: E402
 import tensorflow as tf  # noqa: E402
+import tensorflow_datasets as tfds  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from multimodal import models, tasks  # noqa: E402
@@ -52,11 +52,11 @@ _FIT_QUESTIONS = flags.DEFINE_integer(
 _RIDGE = flags.DEFINE_float("ridge", 10.0, "L2 penalty of the probes (standardised features).")
 
 
-def relation_questions(config: ml_collections.ConfigDict, split: str, num_questions: int
+def relation_questions(builder: tfds.core.DatasetBuilder, split: str, num_questions: int
                        ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
   """The relation questions among the first `num_questions` of a `shapes_vqa` split, as raw
   examples (PNG image, question, answers, ...) and their cues, each an array [N]."""
-  builder_config = pipeline.get_builder(config.data).builder_config
+  builder_config = builder.builder_config
   seed = shapes_common.split_seed(builder_config.seed, split)
   examples, cues = [], []
   for ex in vqa_questions.iterate_examples(seed, num_questions, builder_config.image_size):
@@ -149,10 +149,10 @@ def probe_module(workdir: str, name: str, fit_questions: int, ridge: float
   task = tasks.TASKS.build(config.task, offered=dict(mesh=sharding.make_mesh(config.mesh)))
   model = models.MODELS.build(config.model, **task.model_kwargs())
   pp = config.evals.validation.pp
-  fit_examples, fit_cues = relation_questions(config, "train", fit_questions)
-  score_examples, score_cues = relation_questions(config, "validation",
-                                                  pipeline.get_builder(config.data).info
-                                                  .splits["validation"].num_examples)
+  builder = pipeline.get_builder(config.data)
+  fit_examples, fit_cues = relation_questions(builder, "train", fit_questions)
+  score_examples, score_cues = relation_questions(
+      builder, "validation", builder.info.splits["validation"].num_examples)
   trained = restore_params(workdir, name)
   example = model_inputs(next(batches(score_examples[:1], pp, 1)))
   untrained = model.init({"params": jax.random.key(config.seed)}, example, train=False)["params"]
