@@ -211,8 +211,11 @@ class GemmaDecoder(nn.Module):
 
   def setup(self):
     c = self.config
+    # HF Gemma's initializer_range. Unit-variance embeddings (std 1) give the tied output
+    # logits a spread of sqrt(width) at step 0: a 128-wide decoder started at loss ~100 and
+    # spent its first ~100 steps on the scale.
     self.embedding = self.param(
-        "embedding", p.init(nn.initializers.normal(stddev=1.0), "vocab", "embed"),
+        "embedding", p.init(nn.initializers.normal(stddev=0.02), "vocab", "embed"),
         (c.vocab_size, c.width))
     self.blocks = [Block(c, self.dtype, name=f"block{i}") for i in range(c.depth)]
     self.final_norm = RMSNorm(c.norm_eps)
