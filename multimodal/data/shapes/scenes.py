@@ -51,20 +51,27 @@ def _separated(a: tuple[float, float, float], b: tuple[float, float, float], gap
   return abs(a[0] - b[0]) >= reach or abs(a[1] - b[1]) >= reach
 
 
-def _place(rng: np.random.Generator, radii: list[float], image_size: int
-           ) -> list[tuple[float, float, float]] | None:
-  """Rejection-samples non-overlapping (x, y, radius) in order; None if one does not fit."""
+def _free_position(rng: np.random.Generator, r: float, placed: list[tuple[float, float, float]],
+                   image_size: int) -> tuple[float, float, float] | None:
+  """Rejection-samples (x, y, r) clear of the `placed` boxes; None if no try fits."""
   scale = image_size / _REFERENCE_SIZE
   margin, gap = _EDGE_MARGIN * scale, _GAP * scale
+  for _ in range(_TRIES_PER_OBJECT):
+    x, y = rng.uniform(margin + r, image_size - margin - r, size=2)
+    if all(_separated((x, y, r), other, gap) for other in placed):
+      return float(x), float(y), r
+  return None
+
+
+def _place(rng: np.random.Generator, radii: list[float], image_size: int
+           ) -> list[tuple[float, float, float]] | None:
+  """Places the radii in order at non-overlapping (x, y, radius); None if one does not fit."""
   placed: list[tuple[float, float, float]] = []
   for r in radii:
-    for _ in range(_TRIES_PER_OBJECT):
-      x, y = rng.uniform(margin + r, image_size - margin - r, size=2)
-      if all(_separated((x, y, r), other, gap) for other in placed):
-        placed.append((float(x), float(y), r))
-        break
-    else:
+    position = _free_position(rng, r, placed, image_size)
+    if position is None:
       return None
+    placed.append(position)
   return placed
 
 
@@ -90,3 +97,14 @@ def sample_scene(rng: np.random.Generator, image_size: int = 64, min_objects: in
           for shape, color, size, (x, y, r) in zip(shapes, colors, sizes, placed))
       return Scene(objects, image_size)
   raise ValueError(f"Could not place {n} objects on a {image_size}x{image_size} canvas.")
+
+
+def add_object(scene: Scene, rng: np.random.Generator, shape: str, color: str, size: str
+               ) -> Scene | None:
+  """The scene with one more object, placed clear of the others; None if it does not fit."""
+  placed = [(o.x, o.y, o.radius) for o in scene.objects]
+  position = _free_position(rng, object_radius(size, scene.image_size), placed,
+                            scene.image_size)
+  if position is None:
+    return None
+  return Scene(scene.objects + (Object(shape, color, size, *position),), scene.image_size)

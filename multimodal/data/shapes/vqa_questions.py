@@ -20,6 +20,18 @@ from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
+from multimodal.data.shapes.phrases import (
+    ALL_TEMPLATES,
+    ATTRIBUTES,
+    RELATIONS,
+    VALUES,
+    Reference,
+    Template,
+    phrase,
+    reference,
+    reference_counts,
+    references,
+)
 from multimodal.data.shapes.render import render
 from multimodal.data.shapes.scenes import COLORS, SHAPES, SIZES, Object, Scene, sample_scene
 
@@ -29,15 +41,8 @@ MAX_COUNT = 6
 ANSWERS: tuple[str, ...] = (
     ("yes", "no") + tuple(str(c) for c in range(MAX_COUNT + 1)) + COLORS + SHAPES + SIZES)
 
-_ATTRIBUTES = ("size", "color", "shape")  # Also the word order of a phrase.
-_VALUES = {"size": SIZES, "color": COLORS, "shape": SHAPES}
-# A template is the tuple of attributes a phrase mentions; a reference fixes their values.
-Template = tuple[str, ...]
-Reference = tuple[tuple[str, str], ...]  # ((attribute, value), ...) in _ATTRIBUTES order.
-_ALL_TEMPLATES: tuple[Template, ...] = tuple(
-    t for k in range(len(_ATTRIBUTES) + 1) for t in itertools.combinations(_ATTRIBUTES, k))
 # "Is there a small object?" is almost always yes, so size alone is not asked.
-_EXIST_TEMPLATES = tuple(t for t in _ALL_TEMPLATES if t not in ((), ("size",)))
+_EXIST_TEMPLATES = tuple(t for t in ALL_TEMPLATES if t not in ((), ("size",)))
 # Relative weights of the target count 0..6 (among the counts the scene offers), fit by
 # iterative proportional scaling on 20k scenes so count answers come out uniform: high counts
 # exist only in crowded scenes (and then mostly as "how many objects are there?").
@@ -54,37 +59,21 @@ class Question:
   type: str
 
 
-def _reference(obj: Object, template: Template) -> Reference:
-  return tuple((a, getattr(obj, a)) for a in template)
 
 
-def _references(template: Template) -> list[Reference]:
-  """All references of a template, e.g. every (color, shape) pair."""
-  return [tuple(zip(template, values))
-          for values in itertools.product(*(_VALUES[a] for a in template))]
 
 
-def _phrase(ref: Reference, plural: bool = False) -> str:
-  """((size, large), (color, red)) -> "large red object"; plural adds an "s"."""
-  values = dict(ref)
-  words = [values[a] for a in ("size", "color") if a in values]
-  words.append(values.get("shape", "object") + ("s" if plural else ""))
-  return " ".join(words)
 
 
-def _counts(scene: Scene) -> collections.Counter[Reference]:
-  """How many objects match each reference that matches at least one object."""
-  return collections.Counter(
-      _reference(obj, t) for obj in scene.objects for t in _ALL_TEMPLATES)
 
 
 def _named_objects(scene: Scene, templates: tuple[Template, ...]
                    ) -> list[tuple[Object, list[Reference]]]:
   """Objects with their references among `templates` that pick out that object alone."""
-  counts = _counts(scene)
+  counts = reference_counts(scene)
   named = []
   for obj in scene.objects:
-    refs = [r for r in (_reference(obj, t) for t in templates) if counts[r] == 1]
+    refs = [r for r in (reference(obj, t) for t in templates) if counts[r] == 1]
     if refs:
       named.append((obj, refs))
   return named
@@ -101,31 +90,31 @@ def _yes_no(flag: bool) -> str:
 def _ask_exist(scene: Scene, rng: np.random.Generator) -> Question:
   # The answer first, then a template that offers it, then one of its references.
   answer = bool(rng.integers(2))
-  counts = _counts(scene)
+  counts = reference_counts(scene)
   options = [refs for t in _EXIST_TEMPLATES
-             if (refs := [r for r in _references(t) if (counts[r] > 0) == answer])]
+             if (refs := [r for r in references(t) if (counts[r] > 0) == answer])]
   ref = _pick(rng, _pick(rng, options))
-  return Question(f"is there a {_phrase(ref)}?", _yes_no(answer), "exist")
+  return Question(f"is there a {phrase(ref)}?", _yes_no(answer), "exist")
 
 
 def _ask_count(scene: Scene, rng: np.random.Generator) -> Question:
   # As for exist: the count first, then a template that offers it, then a reference.
-  counts = _counts(scene)
+  counts = reference_counts(scene)
   by_count: dict[int, dict[Template, list[Reference]]] = collections.defaultdict(dict)
-  for t in _ALL_TEMPLATES:
-    for r in _references(t):
+  for t in ALL_TEMPLATES:
+    for r in references(t):
       by_count[counts[r]].setdefault(t, []).append(r)
   available = sorted(by_count)
   weights = np.array([_COUNT_WEIGHTS[c] for c in available])
   count = available[rng.choice(len(available), p=weights / weights.sum())]
   ref = _pick(rng, _pick(rng, list(by_count[count].values())))
-  return Question(f"how many {_phrase(ref, plural=True)} are there?", str(count), "count")
+  return Question(f"how many {phrase(ref, plural=True)} are there?", str(count), "count")
 
 
 def _attribute_question(attribute: str) -> Callable[[Scene, np.random.Generator],
                                                     Question | None]:
   """Asks an attribute of one object, named by a unique phrase that does not mention it."""
-  templates = tuple(t for t in _ALL_TEMPLATES if t and attribute not in t)
+  templates = tuple(t for t in ALL_TEMPLATES if t and attribute not in t)
 
   def ask(scene: Scene, rng: np.random.Generator) -> Question | None:
     # Which objects are nameable depends only on the other attributes, so the answer stays
@@ -134,30 +123,28 @@ def _attribute_question(attribute: str) -> Callable[[Scene, np.random.Generator]
     if not named:
       return None
     obj, refs = _pick(rng, named)
-    text = f"what {attribute} is the {_phrase(_pick(rng, refs))}?"
+    text = f"what {attribute} is the {phrase(_pick(rng, refs))}?"
     return Question(text, getattr(obj, attribute), attribute)
 
   return ask
 
 
-# (word, axis, sign): "a <word> b" holds when sign * (b - a) along the axis is positive.
-_RELATIONS = (("left of", "x", 1), ("right of", "x", -1), ("above", "y", 1), ("below", "y", -1))
 
 
 def _ask_relation(scene: Scene, rng: np.random.Generator) -> Question | None:
-  named = _named_objects(scene, _ALL_TEMPLATES[1:])
+  named = _named_objects(scene, ALL_TEMPLATES[1:])
   # Pairs whose extents along the axis are disjoint, so the relation is visually obvious.
   pairs = [(a, b, axis) for a, b in itertools.combinations(named, 2) for axis in "xy"
            if abs(getattr(a[0], axis) - getattr(b[0], axis)) >= a[0].radius + b[0].radius]
   if not pairs:
     return None
   a, b, axis = _pick(rng, pairs)
-  word, _, sign = _pick(rng, [r for r in _RELATIONS if r[1] == axis])
+  word, _, sign = _pick(rng, [r for r in RELATIONS if r[1] == axis])
   answer = bool(rng.integers(2))
   holds = sign * (getattr(b[0], axis) - getattr(a[0], axis)) > 0
   if holds != answer:  # Swapping the operands flips the truth of the statement.
     a, b = b, a
-  text = f"is the {_phrase(_pick(rng, a[1]))} {word} the {_phrase(_pick(rng, b[1]))}?"
+  text = f"is the {phrase(_pick(rng, a[1]))} {word} the {phrase(_pick(rng, b[1]))}?"
   return Question(text, _yes_no(answer), "relation")
 
 
@@ -168,8 +155,8 @@ def _the_object(phrase: str, scene: Scene) -> Object:
   """The one object a phrase such as "large red circle" or "blue object" names."""
   values = {}
   for word in phrase.split():
-    for attribute in _ATTRIBUTES:
-      if word in _VALUES[attribute]:
+    for attribute in ATTRIBUTES:
+      if word in VALUES[attribute]:
         values[attribute] = word
   found = [o for o in scene.objects if all(getattr(o, a) == v for a, v in values.items())]
   if len(found) != 1:
@@ -189,17 +176,17 @@ def relation_cues(scene: Scene, text: str) -> dict[str, str | int | bool]:
   if match is None:
     raise ValueError(f"Not a relation question: {text!r}.")
   a, b = _the_object(match[1], scene), _the_object(match[3], scene)
-  axis = next(axis for word, axis, _ in _RELATIONS if word == match[2])
+  axis = next(axis for word, axis, _ in RELATIONS if word == match[2])
   third = lambda obj: min(2, int(getattr(obj, axis) * 3 // scene.image_size))
   return {"word": match[2], "a_third": third(a), "b_third": third(b),
           "a_first": getattr(a, axis) < getattr(b, axis)}
 
 
 def _ask_compare_count(scene: Scene, rng: np.random.Generator) -> Question | None:
-  counts = _counts(scene)
+  counts = reference_counts(scene)
   # Only unequal counts, so "more" and "fewer" have clear answers; None if all are equal.
-  options = [pairs for attribute in _ATTRIBUTES
-             if (pairs := [(x, y) for x, y in itertools.combinations(_references((attribute,)), 2)
+  options = [pairs for attribute in ATTRIBUTES
+             if (pairs := [(x, y) for x, y in itertools.combinations(references((attribute,)), 2)
                            if counts[x] != counts[y]])]
   if not options:
     return None
@@ -208,7 +195,7 @@ def _ask_compare_count(scene: Scene, rng: np.random.Generator) -> Question | Non
   answer = bool(rng.integers(2))
   if (sign * (counts[x] - counts[y]) > 0) != answer:
     x, y = y, x
-  text = f"are there {word} {_phrase(x, plural=True)} than {_phrase(y, plural=True)}?"
+  text = f"are there {word} {phrase(x, plural=True)} than {phrase(y, plural=True)}?"
   return Question(text, _yes_no(answer), "compare_count")
 
 
