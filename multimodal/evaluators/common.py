@@ -81,6 +81,13 @@ def write_predictions(workdir: str, name: str, step: int, records: list[dict[str
   logging.info("Wrote %d predictions to %s", len(records), path)
 
 
+def _padding(rows: np.ndarray, n: int) -> np.ndarray:
+  """n rows of padding for `rows`: zeros, or empty strings for text (an object array of
+  zeros would hold the int 0 where evaluators read bytes)."""
+  fill = b"" if rows.dtype == object else 0
+  return np.full((n,) + rows.shape[1:], fill, rows.dtype)
+
+
 def padded_batches(batches: Iterator[dict[str, np.ndarray]], batch_size: int
                    ) -> Iterator[dict[str, np.ndarray]]:
   """Pads each host batch to `batch_size` rows; `_valid` bool[batch_size] marks the real ones.
@@ -102,8 +109,7 @@ def padded_batches(batches: Iterator[dict[str, np.ndarray]], batch_size: int
       batch = {k: v[:0] for k, v in template.items()}
     n = len(next(iter(batch.values())))
     pad = batch_size - n
-    padded = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)]) if pad else v
-              for k, v in batch.items()}
+    padded = {k: np.concatenate([v, _padding(v, pad)]) if pad else v for k, v in batch.items()}
     padded["_valid"] = np.arange(batch_size) < n
     yield padded
 
