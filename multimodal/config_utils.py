@@ -60,7 +60,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.task = dict()
   c.model = dict()
   c.optimizer = dict(learning_rate=1e-3, warmup_steps=100, end_lr_fraction=0.01,
-                     weight_decay=1e-4, b1=0.9, b2=0.999, grad_clip_norm=1.0)
+                     weight_decay=1e-4, b1=0.9, b2=0.999, grad_clip_norm=1.0,
+                     # Layer-wise learning-rate decay (BEiT's fine-tuning): None for none.
+                     layer_decay=config_dict.placeholder(float))
   c.evals = dict()
   c.mesh = dict(data=-1, fsdp=1, model=1)
   c.partition_rules = sharding.DEFAULT_RULES
@@ -136,3 +138,45 @@ def shapes_decoder(width: int, depth: int, num_kv_heads: int = 1) -> dict[str, A
   """The Gemma-style text decoder of the Shapes image-to-text configs (4 heads)."""
   return dict(width=width, depth=depth, num_heads=4, num_kv_heads=num_kv_heads,
               head_dim=width // 4, mlp_dim=2 * width)
+
+
+# shapes_nlvr: the statements' tokenizer (it also covers Shapes VQA questions and captions, for
+# a BEiT-3 pretrained on captions) and the longest statement (at most 14 pieces) with BOS.
+NLVR_TOKENIZER = "shapes_vl"
+NLVR_MAX_LEN = 16
+NLVR_INPUTS = "keep('left_image', 'right_image', 'text_tokens', 'text_mask', 'label')"
+
+
+def image_pp(res: int, key: str = "image") -> str:
+  """Decode an image feature, resize it to res x res, values in [-1, 1]."""
+  return f"decode(key={key!r})|resize({res}, key={key!r})|value_range(-1, 1, key={key!r})"
+
+
+def nlvr_pp(res: int, tokenizer: str = NLVR_TOKENIZER, max_len: int = NLVR_MAX_LEN) -> str:
+  """The NLVR model inputs: both images, the statement's tokens, the label."""
+  return (f"{image_pp(res, 'left_image')}|{image_pp(res, 'right_image')}|"
+          f"tok(max_len={max_len}, model={tokenizer!r}, key='statement', "
+          f"out_key='text_tokens', mask_key='text_mask')|{NLVR_INPUTS}")
+
+
+def nlvr_evals(pp: str, batch_size: int, every_steps: int) -> dict[str, Any]:
+  """Accuracy (per template and per label) on validation during training, and at the end on
+  the test split (new scenes) and test_heldout (held-out template-and-color combinations)."""
+  def evaluator(split: str, every: int) -> dict[str, Any]:
+    return dict(type="classification", split=split, pp=pp, batch_size=batch_size,
+                every_steps=every, group_by=("template", "label"), text_key="statement",
+                max_examples=config_dict.placeholder(int))
+  return dict(validation=evaluator("validation", every_steps), test=evaluator("test", 0),
+              test_heldout=evaluator("test_heldout", 0))
+
+
+def shapes_beit3(width: int, depth: int, res: int, **overrides: Any) -> dict[str, Any]:
+  """The BEiT-3 encoder of the Shapes configs (`beit3.Beit3Config` fields but vocab_size):
+  8x8 patches, 4 heads, MLP 2x wide, room for 32 text tokens. Pretraining
+  (configs/shapes_mdm_beit3.py) and NLVR fine-tuning share it, so that one's params fit the
+  other."""
+  return {**dict(width=width, depth=depth, num_heads=4, mlp_dim=2 * width, patch_size=8,
+                 image_size=res, max_text_positions=32 + 2, variant="release", vl_layers=0,
+                 dropout=0.0, stacking=dict(remat=False, policy="nothing_saveable",
+                                            scan_layers=False)),
+          **overrides}

@@ -33,6 +33,9 @@ def shrink(spec):
       spec["fusion"]["fusion_layer"] = min(spec["fusion"]["fusion_layer"], 1)
   if "head" in spec:
     spec["head"] = {**spec["head"], "hidden_dim": 32}
+  if "encoder" in spec:  # BEiT-3: 8 px patches of 32 px images
+    spec["encoder"] = {**spec["encoder"], "width": 32, "depth": 1, "num_heads": 4,
+                       "mlp_dim": 64, "patch_size": 8, "image_size": 32}
   if "decoder" in spec:
     spec["decoder"] = {**spec["decoder"], "width": 32, "depth": 1, "num_heads": 4,
                        "head_dim": 8, "mlp_dim": 64}
@@ -43,6 +46,8 @@ def shrink(spec):
 CLASSIFIER_BATCH = dict(image=jnp.zeros((2, 32, 32, 3)),
                         question_tokens=jnp.ones((2, 8), jnp.int32),
                         question_mask=jnp.ones((2, 8), bool))
+NLVR_BATCH = dict(left_image=jnp.zeros((2, 32, 32, 3)), right_image=jnp.zeros((2, 32, 32, 3)),
+                  text_tokens=jnp.ones((2, 8), jnp.int32), text_mask=jnp.ones((2, 8), bool))
 MODEL_IO = {
     "fusion_vqa": (CLASSIFIER_BATCH, (2, 11)),
     "text_only_vqa": (CLASSIFIER_BATCH, (2, 11)),
@@ -56,7 +61,20 @@ MODEL_IO = {
     "two_towers": (dict(image=jnp.zeros((2, 32, 32, 3)), text_tokens=jnp.ones((2, 8), jnp.int32),
                         text_mask=jnp.ones((2, 8), bool)),
                    {"image": (2, 32), "text": (2, 32), "temperature": (), "bias": ()}),
+    "fusion_nlvr": (NLVR_BATCH, (2, 2)),
+    "beit3_nlvr": (NLVR_BATCH, (2, 2)),
+    "beit3_mdm": (dict(image=jnp.zeros((2, 32, 32, 3)), text_tokens=jnp.ones((2, 8), jnp.int32),
+                       text_mask=jnp.ones((2, 8), bool)),
+                  {"text_logits": (2, 8, 50), "text_targets": (2, 8), "text_weights": (2, 8),
+                   "image_predictions": (2, 16, 192), "image_targets": (2, 16, 192),
+                   "image_weights": (2, 16)}),
 }
+# The sizes each model type takes from its task, at vocab_size 50 and 11 answers.
+MODEL_KWARGS = {"paligemma": dict(vocab_size=50), "pali": dict(vocab_size=50),
+                "two_towers": dict(vocab_size=50),
+                "fusion_nlvr": dict(num_classes=2, vocab_size=50),
+                "beit3_nlvr": dict(num_classes=2, vocab_size=50),
+                "beit3_mdm": dict(vocab_size=50, mask_id=4)}
 
 
 def test_there_are_configs():
@@ -69,8 +87,7 @@ def test_there_are_configs():
 def test_config_loads_and_builds_its_model(path, arg):
   config = load(path).get_config(arg)
   batch, output_shape = MODEL_IO[config.model.type]
-  kwargs = (dict(vocab_size=50) if config.model.type in ("paligemma", "pali", "two_towers")
-            else dict(num_answers=11, vocab_size=50))
+  kwargs = MODEL_KWARGS.get(config.model.type, dict(num_answers=11, vocab_size=50))
   spec = shrink(config.model.to_dict())
   if "embed_dim" in spec:
     spec["embed_dim"] = 32

@@ -1,6 +1,5 @@
 """Decoding on the device: the cached loop against step-by-step decoding without a cache,
 beam search against exhaustive search, sampling filters, EOS, and a sharded batch."""
-import itertools
 
 import flax
 import jax

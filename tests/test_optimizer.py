@@ -5,7 +5,8 @@ import optax
 import pytest
 
 from multimodal.config_utils import base_config
-from multimodal.training.optimizer import decay_mask, learning_rate_schedule, make_optimizer
+from multimodal.training.optimizer import (decay_mask, layer_ids, learning_rate_schedule,
+                                           make_optimizer)
 
 
 def test_schedule_warms_up_linearly_then_decays_by_cosine():
@@ -52,3 +53,32 @@ def test_weight_decay_skips_the_layers_axis_of_scanned_blocks():
             "pos": jnp.ones((5, 3))}
   assert decay_mask(params) == {"blocks": {"dense": {"kernel": True, "bias": False}},
                                 "pos": True}
+
+
+def test_layer_ids_count_embeddings_blocks_and_heads_as_beit_does():
+  paths = ["beit3/image_embed/patch/kernel", "beit3/text_embed/embedding/embedding",
+           "beit3/block0/mlp_image/fc1/kernel", "beit3/block1/ln_self_text/scale",
+           "beit3/vl_block0/mlp_vl/fc2/bias", "beit3/ln_final_image/scale", "head/dense2/kernel"]
+  assert layer_ids(paths) == {
+      "beit3/image_embed/patch/kernel": 0, "beit3/text_embed/embedding/embedding": 0,
+      "beit3/block0/mlp_image/fc1/kernel": 1, "beit3/block1/ln_self_text/scale": 2,
+      "beit3/vl_block0/mlp_vl/fc2/bias": 3, "beit3/ln_final_image/scale": 4,
+      "head/dense2/kernel": 4}
+
+
+def test_layer_decay_scales_each_layers_update():
+  params = {"image_embed": {"w": jnp.ones(3)}, "block0": {"w": jnp.ones(3)},
+            "block1": {"w": jnp.ones(3)}, "head": {"w": jnp.ones(3)}}
+  grads = {k: {"w": jnp.array([1.0, -2.0, 3.0])} for k in params}
+  config = base_config().optimizer
+  config.update(learning_rate=0.1, warmup_steps=0, weight_decay=0.0, grad_clip_norm=0.0)
+  plain = make_optimizer(config, total_steps=10)
+  want, _ = plain.update(grads, plain.init(params), params)
+  config.layer_decay = 0.5
+  decayed = make_optimizer(config, total_steps=10)
+  got, _ = decayed.update(grads, decayed.init(params), params)
+  for name, scale in (("image_embed", 0.125), ("block0", 0.25), ("block1", 0.5), ("head", 1.0)):
+    np.testing.assert_allclose(got[name]["w"], scale * want[name]["w"], rtol=1e-6)
+  config.layer_decay = 1.5
+  with pytest.raises(ValueError, match="layer_decay must lie in"):
+    make_optimizer(config, total_steps=10)

@@ -55,6 +55,14 @@ def host_shards(num_shards: int | None = None) -> list[int]:
   return list(range(jax.process_index() * per_host, (jax.process_index() + 1) * per_host))
 
 
+def skip_image_decoding(builder: tfds.core.DatasetBuilder) -> dict[str, Any]:
+  """TFDS decoders that leave every top-level image feature (`image`; NLVR's `left_image` and
+  `right_image`) as its encoded bytes: the pp ops decode them, after `skip_batches` has
+  dropped what a resumed run already consumed."""
+  return {name: tfds.decode.SkipDecoding() for name, feature in builder.info.features.items()
+          if isinstance(feature, tfds.features.Image)}
+
+
 def _where_predicate(where: Mapping[str, Sequence[str]] | None
                      ) -> Callable[[dict[str, tf.Tensor]], tf.Tensor] | None:
   """{feature: allowed values} -> a tf.data filter predicate (None: keep everything)."""
@@ -110,7 +118,7 @@ def make_dataset(builder: tfds.core.DatasetBuilder, *, split: str, pp: str, batc
   def read(shard: int, count: int) -> tf.data.Dataset:
     ds = builder.as_dataset(split=tfds.even_splits(split, count, drop_remainder=False)[shard],
                             shuffle_files=False,
-                            decoders={"image": tfds.decode.SkipDecoding()},
+                            decoders=skip_image_decoding(builder),
                             read_config=tfds.ReadConfig(skip_prefetch=True))
     return ds.filter(keep) if keep else ds
 

@@ -14,6 +14,7 @@ import os
 from typing import Any, Iterable, Iterator
 
 from absl import app, flags, logging
+import numpy as np
 import sentencepiece as spm
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -30,8 +31,15 @@ PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 #   python -m multimodal.data.tokenizer --dataset=shapes_vqa/small --split=train \
 #       --with_answers --captions_from=shapes_captions/small --model_type=bpe \
 #       --vocab_size=200 --output=multimodal/assets/shapes_text_sp.model
+# shapes_vl_sp.model (BPE, 256 pieces and a `<mask>` piece for masked language modeling) also
+# covers the shapes_nlvr statements, for BEiT-3 pretrained on captions and fine-tuned on NLVR:
+#   python -m multimodal.data.tokenizer --dataset=shapes_vqa --split=train --with_answers \
+#       --captions_from=shapes_captions --statements_from=shapes_nlvr --model_type=bpe \
+#       --vocab_size=256 --user_defined_symbols='<mask>' \
+#       --output=multimodal/assets/shapes_vl_sp.model
 _ASSETS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
-_PACKAGED = {"shapes": "shapes_sp.model", "shapes_text": "shapes_text_sp.model"}
+_PACKAGED = {"shapes": "shapes_sp.model", "shapes_text": "shapes_text_sp.model",
+             "shapes_vl": "shapes_vl_sp.model"}
 
 
 def model_path(model: str) -> str:
@@ -75,26 +83,31 @@ def train(texts: Iterable[str], output_path: str, vocab_size: int, *,
     f.write(model.getvalue())
 
 
-def iter_captions(dataset: str, split: str = "train", data_dir: str | None = None
-                  ) -> Iterator[str]:
-  """Every caption of a TFDS split with a `captions` feature (e.g. shapes_captions)."""
-  ds = tfds.load(dataset, split=split, data_dir=data_dir,
-                 decoders={"image": tfds.decode.SkipDecoding()})
-  for captions in ds.map(lambda ex: ex["captions"]).as_numpy_iterator():
-    yield from (c.decode() for c in captions)
+def iter_texts(dataset: str, feature: str, split: str = "train", data_dir: str | None = None
+               ) -> Iterator[str]:
+  """Every text of a TFDS split's `feature`, a text or a list of texts (shapes_captions'
+  `captions`, shapes_nlvr's `statement`); the images stay encoded."""
+  builder = tfds.builder(dataset, data_dir=data_dir)
+  decoders = {name: tfds.decode.SkipDecoding() for name, f in builder.info.features.items()
+              if isinstance(f, tfds.features.Image)}
+  ds = builder.as_dataset(split=split, decoders=decoders)
+  for texts in ds.map(lambda ex: ex[feature]).as_numpy_iterator():
+    yield from (t.decode() for t in np.atleast_1d(texts))
 
 
 def main(argv: list[str]) -> None:
   del argv
   f = flags.FLAGS
-  records = []  # Captions alone are enough.
-  if f.dataset or f.jsonl or not f.captions_from:
+  records = []  # Captions or statements alone are enough.
+  if f.dataset or f.jsonl or not (f.captions_from or f.statements_from):
     records = jsonl_vqa.iter_vqa_text(
         dataset=f.dataset, split=f.split, data_dir=f.data_dir, jsonl=f.jsonl)
   texts = itertools.chain(
       (t for q, answers in records for t in [q, *(answers if f.with_answers else ())]),
-      *(iter_captions(d, f.split, f.data_dir) for d in f.captions_from))
-  train(texts, f.output, f.vocab_size, model_type=f.model_type)
+      *(iter_texts(d, "captions", f.split, f.data_dir) for d in f.captions_from),
+      *(iter_texts(d, "statement", f.split, f.data_dir) for d in f.statements_from))
+  extra = {"user_defined_symbols": f.user_defined_symbols} if f.user_defined_symbols else {}
+  train(texts, f.output, f.vocab_size, model_type=f.model_type, **extra)
   logging.info("Wrote %s: %d pieces, %d bytes.", f.output, load(f.output).vocab_size(),
                tf.io.gfile.stat(f.output).length)
 
@@ -108,8 +121,11 @@ if __name__ == "__main__":
   flags.DEFINE_multi_string("captions_from", [], "Also (or, without --dataset and --jsonl, "
                             "only) train on the captions of these TFDS datasets' --split (e.g. "
                             "shapes_captions/small).")
+  flags.DEFINE_multi_string("statements_from", [], "Also train on the statements of these "
+                            "TFDS datasets' --split (e.g. shapes_nlvr/small).")
   flags.DEFINE_string("output", None, "Where to write the .model file.", required=True)
   flags.DEFINE_integer("vocab_size", None, "Upper bound on the number of pieces.", required=True)
+  flags.DEFINE_list("user_defined_symbols", [], "Pieces always kept whole (e.g. '<mask>').")
   flags.DEFINE_enum("model_type", "unigram", ["unigram", "bpe", "char", "word"],
                     "Sentencepiece model type.")
   app.run(main)

@@ -15,9 +15,10 @@ What torchscale does, and so what this does:
   the exact (erf) one; every LayerNorm (eps 1e-5) is per modality; a final LayerNorm per
   modality (`normalize_output`).
 - Attention logits are scaled by head_dim ** -0.5; the key projection has a bias.
-Not reproduced: drop path (stochastic depth, `drop_path_rate`), attention and activation
-dropout, explicit `positions` and `attn_mask`, relative position biases (all off in the
-release's encoder).
+- Drop path (stochastic depth) on both residual branches of block i at the rate
+  drop_path_rate * i / (depth - 1), as torchscale spaces it.
+Not reproduced: attention and activation dropout, explicit `positions` and `attn_mask`,
+relative position biases (all off in the release's encoder).
 
 `variant="paper"` is the BEiT-3 paper's Multiway transformer instead: one set of attention
 projections for all tokens (every LayerNorm stays per modality, as in
@@ -63,6 +64,10 @@ class Beit3Config:
     vl_layers: the paper variant's top blocks with one vision-language FFN expert.
     layer_norm_eps: every LayerNorm's epsilon (torchscale's layernorm_eps).
     dropout: torchscale's `dropout`: after the embeddings, the attention and the FFN.
+    drop_path_rate: torchscale's drop_path_rate: the top block's stochastic-depth rate (the
+      release fine-tunes NLVR2 at 0.2).
+    normalize_output: the final per-modality LayerNorm (torchscale's normalize_output; the
+      release's VQA and image-classification models turn it off).
     stacking: how the blocks run (remat, scan_layers; see `transformer.Stacking`).
   """
   width: int = 768
@@ -77,6 +82,8 @@ class Beit3Config:
   vl_layers: int = 0
   layer_norm_eps: float = 1e-5
   dropout: float = 0.0
+  drop_path_rate: float = 0.0
+  normalize_output: bool = True
   stacking: Stacking = Stacking()
 
   def __post_init__(self):
@@ -92,6 +99,8 @@ class Beit3Config:
     if self.vl_layers and self.variant != "paper":
       raise ValueError(f"BEiT-3 vl_layers={self.vl_layers} needs variant='paper' (the release "
                        "has no vision-language experts).")
+    if not 0.0 <= self.drop_path_rate < 1.0:
+      raise ValueError(f"BEiT-3 drop_path_rate={self.drop_path_rate} must lie in [0, 1).")
     if self.max_text_positions <= POSITION_OFFSET:
       raise ValueError(f"BEiT-3 max_text_positions={self.max_text_positions} leaves no room "
                        f"for text (the first {POSITION_OFFSET} rows are never read).")
@@ -176,26 +185,36 @@ class Beit3Attention(nn.Module):
 
 class Beit3Mlp(nn.Module):
   """torchscale's FeedForwardNetwork with `subln`: Dense -> exact GELU -> LayerNorm -> Dense
-  -> dropout. (transformer.Mlp has the tanh GELU and no LayerNorm inside.)"""
+  (its dropout after the second Dense is the block's, on the branch). (transformer.Mlp has
+  the tanh GELU and no LayerNorm inside.)"""
   mlp_dim: int
   eps: float
-  dropout: float = 0.0
   dtype: jnp.dtype = jnp.float32
-  train: bool = False  # an attribute, not an argument: `experts` calls each module on x alone
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """float[B, T, D] -> float[B, T, D]."""
     h = jax.nn.gelu(dense(self.mlp_dim, "embed", "mlp", "fc1", self.dtype)(x), approximate=False)
     h = layer_norm("ln", self.eps, "mlp", self.dtype)(h)
-    h = dense(x.shape[-1], "mlp", "embed", "fc2", self.dtype)(h)
-    return nn.Dropout(self.dropout)(h, deterministic=not self.train)
+    return dense(x.shape[-1], "mlp", "embed", "fc2", self.dtype)(h)
+
+
+def drop_path(module: nn.Module, h: jax.Array, rate: jax.Array, train: bool) -> jax.Array:
+  """timm's drop_path inside `module`: in training each example's branch h float[B, ...] is
+  zeroed with probability `rate` and the rest scaled by 1 / (1 - rate)."""
+  if not train:
+    return h
+  keep = 1.0 - rate
+  shape = (h.shape[0],) + (1,) * (h.ndim - 1)
+  kept = jax.random.bernoulli(module.make_rng("dropout"), keep, shape)
+  return h * kept.astype(h.dtype) / keep.astype(h.dtype)
 
 
 class Beit3Block(nn.Module):
   """torchscale's EncoderLayer (pre-LN, multiway): x + Attention(LN_m(x)), then
   x + FFN_m(LN_m(x)); with `vl_expert` one FFN and its LayerNorm (`ln_mlp_vl`, `mlp_vl`) for
-  every token."""
+  every token. The carry is (x, the block's index in the encoder), the index setting the
+  block's drop path rate: drop_path_rate * index / (depth - 1)."""
   segments: Segments
   num_heads: int
   mlp_dim: int
@@ -204,19 +223,27 @@ class Beit3Block(nn.Module):
   shared_attention: bool = False
   vl_expert: bool = False
   dtype: jnp.dtype = jnp.float32
+  drop_path_rate: float = 0.0
+  depth: int = 1
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array, *, train: bool) -> jax.Array:
-    """x: float[B, T, D] (the joint sequence); mask: bool[B, 1|T, T] -> float[B, T, D]."""
+  def __call__(self, carry: tuple[jax.Array, jax.Array], mask: jax.Array, *, train: bool
+               ) -> tuple[jax.Array, jax.Array]:
+    """carry: (x float[B, T, D] the joint sequence, int32[] the block's index); mask:
+    bool[B, 1|T, T] -> (float[B, T, D], the next index)."""
+    x, index = carry
+    rate = self.drop_path_rate * index.astype(jnp.float32) / max(self.depth - 1, 1)
+    branch = lambda h: drop_path(self, nn.Dropout(self.dropout)(h, deterministic=not train),
+                                 rate, train and self.drop_path_rate > 0)
     norm = lambda name: layer_norm(name, self.eps, dtype=self.dtype)
     h = experts("ln_self", norm, x, self.segments)
     h = Beit3Attention(self.segments, self.num_heads, self.eps, self.shared_attention,
                        self.dtype, name="self_attention")(h, mask)
-    x = x + nn.Dropout(self.dropout)(h, deterministic=not train)
+    x = x + branch(h)
     ffn_segments = whole(x, "vl") if self.vl_expert else self.segments
-    mlp = lambda name: Beit3Mlp(self.mlp_dim, self.eps, self.dropout, self.dtype, train,
-                                name=name)
-    return x + experts("mlp", mlp, experts("ln_mlp", norm, x, ffn_segments), ffn_segments)
+    mlp = lambda name: Beit3Mlp(self.mlp_dim, self.eps, self.dtype, name=name)
+    h = experts("mlp", mlp, experts("ln_mlp", norm, x, ffn_segments), ffn_segments)
+    return x + branch(h), index + 1
 
 
 class ImageEmbedding(nn.Module):
@@ -326,14 +353,16 @@ class Beit3Encoder(nn.Module):
     segments = tuple(segments)
     make = lambda vl: functools.partial(Beit3Block, segments, c.num_heads, c.mlp_dim,
                                         c.layer_norm_eps, c.dropout, c.variant == "paper",
-                                        vl, self.dtype)
+                                        vl, self.dtype, c.drop_path_rate, c.depth)
     mask = padding_mask(None, jnp.logical_not(pad))
-    x = stack_layers(make(False), c.depth - c.vl_layers, x, mask, train=train,
-                     stacking=c.stacking)
-    x = stack_layers(make(True), c.vl_layers, x, mask, train=train, stacking=c.stacking,
-                     prefix="vl_")
-    x = experts("ln_final", lambda name: layer_norm(name, c.layer_norm_eps, dtype=self.dtype),
-                x, segments)
+    carry = (x, jnp.zeros((), jnp.int32))
+    carry = stack_layers(make(False), c.depth - c.vl_layers, carry, mask, train=train,
+                         stacking=c.stacking)
+    x, _ = stack_layers(make(True), c.vl_layers, carry, mask, train=train,
+                        stacking=c.stacking, prefix="vl_")
+    if c.normalize_output:
+      x = experts("ln_final", lambda name: layer_norm(name, c.layer_norm_eps, dtype=self.dtype),
+                  x, segments)
     split = -1 if text_tokens is None else (0 if image is None else segments[0][1])
     return Beit3Output(hidden=x, padding_mask=pad, split_position=split)
 

@@ -1,7 +1,9 @@
 """Starting a run from pretrained params (e.g. an HF checkpoint converted by
 `multimodal.models.convert`) instead of a random initialisation.
 
-`config.init.params` names a .npz of our params ("/"-joined paths, as the converters write);
+`config.init.params` names a .npz of our params ("/"-joined paths, as the converters write)
+or another run's workdir (its latest checkpoint's params: e.g. a pretraining run, whose heads
+the fine-tuning config lists in `skip`);
 `config.init.skip` lists path prefixes that keep their random initialisation (a new head).
 Every other param of the model must be in the file with its shape, and every array of the
 file must be a param of the model (or under a skipped prefix): a mismatch is an error that
@@ -13,17 +15,38 @@ from typing import Any, Sequence
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
 from flax import traverse_util
 
 
 def load_flat(path: str) -> dict[str, np.ndarray]:
-  """"/"-joined param path -> array, from a .npz file (local path)."""
+  """"/"-joined param path -> array, from a .npz file or a workdir's latest checkpoint."""
+  if epath.Path(path, "checkpoints").is_dir():
+    return checkpoint_params(path)
   try:
     with np.load(path) as flat:
       return dict(flat)
   except FileNotFoundError:
     raise FileNotFoundError(f"config.init.params: no file {path!r} (a .npz of params, as "
-                            "`python -m multimodal.models.convert.* --output=...` writes).") from None
+                            "`python -m multimodal.models.convert.* --output=...` writes, or "
+                            "a workdir with checkpoints/).") from None
+
+
+def checkpoint_params(workdir: str) -> dict[str, np.ndarray]:
+  """The params of the latest checkpoint under `workdir`/checkpoints, flattened, as numpy
+  arrays on the host."""
+  directory = epath.Path(workdir, "checkpoints").resolve()
+  manager = ocp.CheckpointManager(directory, item_handlers=ocp.StandardCheckpointHandler(),
+                                  options=ocp.CheckpointManagerOptions(read_only=True))
+  step = manager.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"config.init.params: {directory} holds no checkpoint.")
+  # Without a target the whole saved state comes back as host arrays; only params are kept.
+  restored = manager.restore(step, args=ocp.args.StandardRestore())
+  manager.close()
+  return {k: np.asarray(v) for k, v in
+          traverse_util.flatten_dict(restored["params"], sep="/").items()}
 
 
 def _skipped(path: str, skip: Sequence[str]) -> bool:

@@ -79,6 +79,7 @@ def config_from_state(state: dict[str, np.ndarray], num_heads: int,
                      f"grid of n * n patches needs n * n + {extra}.")
   layers = {int(m.group(1)) for m in map(re.compile(r"encoder\.layers\.(\d+)\.").match, state)
             if m}
+  settings.setdefault("normalize_output", "encoder.layer_norm.A.weight" in state)
   return Beit3Config(width=width, depth=len(layers), num_heads=num_heads,
                      mlp_dim=shape("encoder.layers.0.ffn.A.fc1.weight")[0],
                      patch_size=patch_size, image_size=grid * patch_size, vocab_size=vocab_size,
@@ -122,8 +123,9 @@ def rules(config: Beit3Config) -> Rules:
          "image_embed/mask_token": ("vision_embed.mask_token", hf.same),
          "image_embed/posemb": ("encoder.embed_positions.A.weight", hf.same),
          "text_embed/embedding/embedding": ("text_embed.weight", hf.same),
-         "text_embed/posemb": ("encoder.embed_positions.B.weight", hf.same),
-         **multiway(layer_norm, "encoder.layer_norm", "ln_final")}
+         "text_embed/posemb": ("encoder.embed_positions.B.weight", hf.same)}
+  if config.normalize_output:
+    out.update(multiway(layer_norm, "encoder.layer_norm", "ln_final"))
   for i in range(config.depth):
     theirs, block = f"encoder.layers.{i}", f"block{i}"
     out.update(multiway(layer_norm, f"{theirs}.self_attn_layer_norm", f"{block}/ln_self"))

@@ -3,7 +3,6 @@ modality-specific feed-forward experts and layer norms."""
 from __future__ import annotations
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from multimodal.models.attention import padding_mask
 from multimodal.models.features import Features, Fused

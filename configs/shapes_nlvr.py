@@ -1,0 +1,57 @@
+"""NLVR on the built-in Shapes pairs with a fusion-library model: is the statement true of
+the left and right images?
+
+  python -m multimodal.main --config=configs/shapes_nlvr.py --workdir=/tmp/shapes_nlvr
+  python -m multimodal.main --config=configs/shapes_nlvr.py:fusion=late --workdir=/tmp/nlvr_late
+
+Both images go through one ViT (the Shapes VQA job's: conv stem, 8x8 patches, width 128,
+depth 2); their tokens stand side by side as one `image` modality (a learned embedding marks
+each image's tokens); the statement goes through a text encoder; then the fusion module and a
+classifier over false / true (models/fusion_nlvr.py). Evaluated on validation during
+training, and at the end on `test` (new scenes) and `test_heldout` (held-out template and
+color combinations), each broken down by template and label. configs/shapes_nlvr_beit3.py is
+the BEiT-3 model on the same data.
+
+Arguments (`--config=configs/shapes_nlvr.py:ARG`, comma-separated key=value):
+  data=default|small|tiny   the shapes_nlvr builder config (30k / 6k / 64 training pairs)
+  res=64                    image resolution
+  total_steps=2000          training steps
+  batch_size=128            global batch size
+  fusion=cross_attention    any fusion module (early, late, hybrid, weighted_sum, concat_mlp,
+                            gated, cross_attention, co_attention, bottleneck, multiway)
+  query=text,context=image  cross_attention: the statement's tokens attend to both images'
+  tiny=false                a minute-long smoke-test setting
+"""
+from multimodal import config_utils
+
+
+def get_config(arg: str | None = None):
+  args = config_utils.parse_arg(arg, data="default", res=64, total_steps=2000, batch_size=128,
+                                fusion="cross_attention", query="text", context="image",
+                                tiny=False)
+  c = config_utils.shapes_base(args, dataset="shapes_nlvr")
+  pp = config_utils.nlvr_pp(args.res)
+  c.pp_train = pp
+  c.task = dict(type="classification", num_classes=2, tokenizer=config_utils.NLVR_TOKENIZER,
+                label_key="label")
+
+  width = 64 if args.tiny else 128
+  depth = 1 if args.tiny else 2
+  c.model = dict(
+      type="fusion_nlvr",
+      image=config_utils.shapes_vit(width, depth),
+      text=dict(type="text_encoder", variant=None, width=width, depth=depth,
+                mlp_dim=2 * width, num_heads=4, pool_type="gap"),
+      fusion=dict(type=args.fusion, width=width, depth=depth, num_heads=4, mlp_dim=2 * width,
+                  **config_utils.fusion_settings(args.fusion, depth, args.query,
+                                                 args.context)),
+      head=dict(type="classifier", hidden_dim=2 * width, dropout=0.0),
+      dtype="float32")
+
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.warmup_steps = 2 if args.tiny else 200
+  c.optimizer.weight_decay = 1e-4
+  c.evals = config_utils.nlvr_evals(pp, batch_size=32 if args.tiny else 250,
+                                    every_steps=0 if args.tiny else 500)
+  c.checkpoint = dict(every_steps=10 if args.tiny else 500, keep=2)
+  return c
