@@ -40,11 +40,11 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
 from multimodal.data.builders import manual_data
+from multimodal.data.builders.nlvr_features import nlvr_features
 
 DATA_DIR = "nlvr/nlvr2/data"  # Where the lil-lab/nlvr repository keeps the JSON files.
 # Our split -> (its JSON file in DATA_DIR, the folder of its images in the manual_dir).
@@ -189,10 +189,7 @@ class Nlvr2(tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
-            "left_image": tfds.features.Image(shape=(None, None, 3)),
-            "right_image": tfds.features.Image(shape=(None, None, 3)),
-            "statement": tfds.features.Text(),
-            "label": np.bool_,
+            **nlvr_features(),
             "identifier": tfds.features.Text(),
             "synset": tfds.features.Text(),
             "query": tfds.features.Text(),

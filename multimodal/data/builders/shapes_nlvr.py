@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from multimodal.data.builders import shapes_common
+from multimodal.data.builders.nlvr_features import nlvr_features
 from multimodal.data.shapes import nlvr_statements
 
 # Split -> (the split whose seed it draws from, whether its statements are held out).
@@ -51,10 +52,7 @@ class ShapesNlvr(tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
-            "left_image": tfds.features.Image(shape=(None, None, 3)),
-            "right_image": tfds.features.Image(shape=(None, None, 3)),
-            "statement": tfds.features.Text(),
-            "label": np.bool_,
+            **nlvr_features(),
             "template": tfds.features.ClassLabel(names=list(nlvr_statements.TEMPLATES)),
             # "none" for a true example; else the image its false partner changed.
             "changed": tfds.features.ClassLabel(names=["none", "left", "right"]),
