@@ -1,6 +1,7 @@
 """BEiT-3 behaviour beyond the release's numbers (tests/test_beit3_parity.py): drop path."""
 import dataclasses
 
+import flax.linen as nn
 import jax
 import numpy as np
 
@@ -31,3 +32,15 @@ def test_drop_path_acts_in_training_only_and_grows_with_depth():
   run = lambda train: beit3.Beit3Encoder(one).apply(
       one_params, **inputs, train=train, rngs={"dropout": jax.random.key(1)}).hidden
   np.testing.assert_allclose(run(True), run(False), rtol=1e-6)
+
+
+def test_scanned_and_rematerialised_stacks_equal_the_loop():
+  from multimodal.models.transformer import Stacking, scanned_layout
+  inputs = dict(image=np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32),
+                text_tokens=np.ones((2, 5), np.int32))
+  config = dataclasses.replace(CONFIG, drop_path_rate=0.3)
+  params = nn.meta.unbox(beit3.Beit3Encoder(config).init(jax.random.key(0), **inputs)["params"])
+  want = beit3.Beit3Encoder(config).apply({"params": params}, **inputs).hidden
+  scanned = dataclasses.replace(config, stacking=Stacking(remat=True, scan_layers=True))
+  got = beit3.Beit3Encoder(scanned).apply({"params": scanned_layout(params)}, **inputs).hidden
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -42,7 +42,7 @@ NLVR_INIT_SCALE = 1e-3  # BEiT3ForVisualReasoning scales its head's Linear layer
 def encoder_config(spec: Spec, vocab_size: int) -> Beit3Config:
   """A `Beit3Config` from a config's `encoder` dict and the tokenizer's vocabulary."""
   spec = dict(spec)
-  if isinstance(spec.get("stacking"), dict) or hasattr(spec.get("stacking"), "keys"):
+  if "stacking" in spec and not isinstance(spec["stacking"], Stacking):
     spec["stacking"] = Stacking(**dict(spec["stacking"]))
   return Beit3Config(vocab_size=vocab_size, **spec)
 
