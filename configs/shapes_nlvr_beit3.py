@@ -47,10 +47,5 @@ def get_config(arg: str | None = None):
     c.init.params = args.init
     c.init.skip = ("head", *PRETRAINING_HEADS)
 
-  c.optimizer.learning_rate = 1e-3
-  c.optimizer.warmup_steps = 2 if args.tiny else 200
-  c.optimizer.weight_decay = 1e-4
-  c.evals = config_utils.nlvr_evals(pp, batch_size=32 if args.tiny else 250,
-                                    every_steps=0 if args.tiny else 500)
-  c.checkpoint = dict(every_steps=10 if args.tiny else 500, keep=2)
+  config_utils.shapes_nlvr_training(c, pp, args.tiny)
   return c

@@ -170,6 +170,15 @@ def nlvr_evals(pp: str, batch_size: int, every_steps: int) -> dict[str, Any]:
               test_heldout=evaluator("test_heldout", 0))
 
 
+def shapes_nlvr_training(c: ml_collections.ConfigDict, pp: str, tiny: bool) -> None:
+  """The optimiser, evaluations and checkpoints the Shapes NLVR configs share (in place)."""
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.warmup_steps = 2 if tiny else 200
+  c.optimizer.weight_decay = 1e-4
+  c.evals = nlvr_evals(pp, batch_size=32 if tiny else 250, every_steps=0 if tiny else 500)
+  c.checkpoint = dict(every_steps=10 if tiny else 500, keep=2)
+
+
 def shapes_beit3(width: int, depth: int, res: int, **overrides: Any) -> dict[str, Any]:
   """The BEiT-3 encoder of the Shapes configs (`beit3.Beit3Config` fields but vocab_size):
   8x8 patches, 4 heads, MLP 2x wide, room for 32 text tokens. Pretraining
