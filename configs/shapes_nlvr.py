@@ -20,7 +20,16 @@ Arguments (`--config=configs/shapes_nlvr.py:ARG`, comma-separated key=value):
   fusion=cross_attention    any fusion module (early, late, hybrid, weighted_sum, concat_mlp,
                             gated, cross_attention, co_attention, bottleneck, multiway)
   query=text,context=image  cross_attention: the statement's tokens attend to both images'
+  image_init=               a configs/shapes_scene_parser.py workdir (same width and depth):
+                            start the image encoder from its (only its) params
+  freeze_image=false        keep the image encoder as it starts (no backward pass through it)
   tiny=false                a minute-long smoke-test setting
+
+With a scene-parser encoder (pretrained in a few minutes to read every object's shape, color,
+size and position):
+  python -m multimodal.main --config=configs/shapes_scene_parser.py --workdir=/tmp/scene_parser
+  python -m multimodal.main --config=configs/shapes_nlvr.py:image_init=/tmp/scene_parser,\
+freeze_image=true --workdir=/tmp/nlvr_parsed
 """
 from multimodal import config_utils
 
@@ -28,7 +37,7 @@ from multimodal import config_utils
 def get_config(arg: str | None = None):
   args = config_utils.parse_arg(arg, data="default", res=64, total_steps=2000, batch_size=128,
                                 fusion="cross_attention", query="text", context="image",
-                                tiny=False)
+                                image_init="", freeze_image=False, tiny=False)
   c = config_utils.shapes_base(args, dataset="shapes_nlvr")
   pp = config_utils.nlvr_pp(args.res)
   c.pp_train = pp
@@ -49,4 +58,9 @@ def get_config(arg: str | None = None):
       dtype="float32")
 
   config_utils.shapes_nlvr_training(c, pp, args.tiny)
+  if args.image_init:
+    c.init.params = args.image_init
+    c.init.load = ("image_encoder",)
+  if args.freeze_image:
+    c.optimizer.frozen = ("image_encoder",)
   return c

@@ -62,14 +62,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer = dict(learning_rate=1e-3, warmup_steps=100, end_lr_fraction=0.01,
                      weight_decay=1e-4, b1=0.9, b2=0.999, grad_clip_norm=1.0,
                      # Layer-wise learning-rate decay (BEiT's fine-tuning): None for none.
-                     layer_decay=config_dict.placeholder(float))
+                     layer_decay=config_dict.placeholder(float),
+                     # Path prefixes of params kept as they are (e.g. a pretrained encoder).
+                     frozen=())
   c.evals = dict()
   c.mesh = dict(data=-1, fsdp=1, model=1)
   c.partition_rules = sharding.DEFAULT_RULES
   c.checkpoint = dict(every_steps=500, keep=3)
-  # Pretrained params to start from (a .npz a converter wrote) and the path prefixes that
-  # keep their random initialisation (training/init_params.py).
-  c.init = dict(params=config_dict.placeholder(str), skip=())
+  # Pretrained params to start from (a .npz a converter wrote, or another run's workdir), the
+  # path prefixes that keep their random initialisation, and (if not empty) the only prefixes
+  # to load (training/init_params.py).
+  c.init = dict(params=config_dict.placeholder(str), skip=(), load=())
   return c
 
 

@@ -68,13 +68,17 @@ MODEL_IO = {
                   {"text_logits": (2, 8, 50), "text_targets": (2, 8), "text_weights": (2, 8),
                    "image_predictions": (2, 16, 192), "image_targets": (2, 16, 192),
                    "image_weights": (2, 16)}),
+    "scene_parser": (dict(image=jnp.zeros((2, 32, 32, 3))),
+                     {"object": (2, 16), "offset": (2, 16, 2), "shape": (2, 16, 3),
+                      "color": (2, 16, 6), "size": (2, 16, 2)}),
 }
 # The sizes each model type takes from its task, at vocab_size 50 and 11 answers.
 MODEL_KWARGS = {"paligemma": dict(vocab_size=50), "pali": dict(vocab_size=50),
                 "two_towers": dict(vocab_size=50),
                 "fusion_nlvr": dict(num_classes=2, vocab_size=50),
                 "beit3_nlvr": dict(num_classes=2, vocab_size=50),
-                "beit3_mdm": dict(vocab_size=50, mask_id=4)}
+                "beit3_mdm": dict(vocab_size=50, mask_id=4),
+                "scene_parser": dict(attributes=dict(shape=3, color=6, size=2))}
 
 
 def test_there_are_configs():

@@ -71,3 +71,16 @@ def test_a_run_starts_from_the_file_and_resumes_from_its_checkpoint(tmp_path):
   again = traverse_util.flatten_dict(jax.device_get(resumed.state.params), sep="/")
   for path, value in trained.items():
     np.testing.assert_array_equal(again[path], value)
+
+
+def test_merge_can_load_only_some_prefixes_and_ignore_the_rest_of_the_file():
+  params = sharded_params()
+  pretrained = {"encoder/kernel": np.ones((8, 3)), "encoder/bias": np.full(3, 7.0),
+                "object/kernel": np.zeros((4, 1))}  # another model's head: ignored
+  merged = init_params.merge(params, pretrained, load=("encoder",))
+  np.testing.assert_array_equal(merged["encoder"]["bias"], 7.0)
+  assert merged["head"]["kernel"] is params["head"]["kernel"]
+  with pytest.raises(ValueError, match="not in the file: encoder/bias"):
+    init_params.merge(params, {"encoder/kernel": np.ones((8, 3))}, load=("encoder",))
+  with pytest.raises(ValueError, match="no params under"):
+    init_params.merge(params, pretrained, load=("image_encoder",))

@@ -1,12 +1,14 @@
-"""AdamW with warmup + cosine decay, clipping and a weight-decay mask."""
+"""AdamW with warmup + cosine decay, clipping, a weight-decay mask, layer decay and frozen
+params."""
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
 from multimodal.config_utils import base_config
-from multimodal.training.optimizer import (decay_mask, layer_ids, learning_rate_schedule,
-                                           make_optimizer)
+from multimodal.training.optimizer import (decay_mask, frozen_labels, layer_ids,
+                                           learning_rate_schedule, make_optimizer)
 
 
 def test_schedule_warms_up_linearly_then_decays_by_cosine():
@@ -82,3 +84,26 @@ def test_layer_decay_scales_each_layers_update():
   config.layer_decay = 1.5
   with pytest.raises(ValueError, match="layer_decay must lie in"):
     make_optimizer(config, total_steps=10)
+
+
+def test_frozen_params_never_change_and_the_others_train_as_without_freezing():
+  params = {"image_encoder": {"block0": {"kernel": jnp.ones((2, 3))}},
+            "head": {"kernel": jnp.ones((2, 3)), "bias": jnp.ones(3)}}
+  grads = jax.tree.map(lambda x: jnp.full_like(x, 0.5), params)
+  config = base_config().optimizer
+  config.update(learning_rate=0.1, warmup_steps=0, weight_decay=0.5, grad_clip_norm=1.0)
+  plain = make_optimizer(config, total_steps=10)
+  want, _ = plain.update({"head": grads["head"]}, plain.init({"head": params["head"]}),
+                         {"head": params["head"]})
+  config.frozen = ("image_encoder",)
+  frozen = make_optimizer(config, total_steps=10)
+  got, _ = frozen.update(grads, frozen.init(params), params)
+  np.testing.assert_array_equal(got["image_encoder"]["block0"]["kernel"], 0.0)
+  for key in ("kernel", "bias"):  # clipped over the trained params only, as if alone
+    np.testing.assert_allclose(got["head"][key], want["head"][key], rtol=1e-6)
+  assert frozen_labels(params, ("image_encoder/block0",)) == {
+      "image_encoder": {"block0": {"kernel": "frozen"}},
+      "head": {"kernel": "trained", "bias": "trained"}}
+  config.frozen = ("text_encoder",)
+  with pytest.raises(ValueError, match="no params under"):
+    make_optimizer(config, total_steps=10).init(params)

@@ -4,9 +4,12 @@
 `config.init.params` names a .npz of our params ("/"-joined paths, as the converters write)
 or another run's workdir (its latest checkpoint's params: e.g. a pretraining run, whose heads
 the fine-tuning config lists in `skip`);
-`config.init.skip` lists path prefixes that keep their random initialisation (a new head).
-Every other param of the model must be in the file with its shape, and every array of the
-file must be a param of the model (or under a skipped prefix): a mismatch is an error that
+`config.init.skip` lists path prefixes that keep their random initialisation (a new head);
+`config.init.load`, if not empty, lists the only prefixes to load (e.g. the `image_encoder`
+of a scene-parser run): everything else keeps its random initialisation and the file's
+other arrays are ignored.
+Every param to load must be in the file with its shape, and (without `load`) every array of
+the file must be a param of the model or under a skipped prefix: a mismatch is an error that
 names the paths, never a silent partial load.
 """
 from __future__ import annotations
@@ -53,10 +56,18 @@ def _skipped(path: str, skip: Sequence[str]) -> bool:
   return any(path == s or path.startswith(s.rstrip("/") + "/") for s in skip)
 
 
-def merge(params: Any, pretrained: dict[str, np.ndarray], skip: Sequence[str] = ()) -> Any:
-  """`params` (a pytree of sharded arrays) with every non-skipped leaf replaced by the
-  pretrained array of the same path, placed with the leaf's sharding and dtype."""
+def merge(params: Any, pretrained: dict[str, np.ndarray], skip: Sequence[str] = (),
+          load: Sequence[str] = ()) -> Any:
+  """`params` (a pytree of sharded arrays) with every leaf to load (under a `load` prefix, or
+  any when `load` is empty; not under a `skip` prefix) replaced by the pretrained array of the
+  same path, placed with the leaf's sharding and dtype."""
   ours = traverse_util.flatten_dict(params, sep="/")
+  if load:
+    unknown = [prefix for prefix in load if not any(_skipped(k, [prefix]) for k in ours)]
+    if unknown:
+      raise ValueError(f"config.init.load: the model has no params under {unknown}.")
+    pretrained = {k: v for k, v in pretrained.items() if _skipped(k, load)}
+    skip = (*skip, *(k for k in ours if not _skipped(k, load)))
   problems = [f"in the file, not a param of the model: {k}" for k in sorted(pretrained)
               if k not in ours and not _skipped(k, skip)]
   for path, leaf in sorted(ours.items()):

@@ -1,5 +1,5 @@
-"""AdamW with warmup + cosine decay, gradient clipping, a weight-decay mask and optional
-layer-wise learning-rate decay."""
+"""AdamW with warmup + cosine decay, gradient clipping, a weight-decay mask, optional
+layer-wise learning-rate decay and optionally frozen params."""
 from __future__ import annotations
 
 import re
@@ -77,9 +77,21 @@ def layer_decay_scale(decay: float) -> optax.GradientTransformation:
       update=lambda updates, state, params=None: (scales(updates), state))
 
 
+def frozen_labels(params: Any, frozen: tuple[str, ...]) -> Any:
+  """"frozen" for each param under one of the `frozen` path prefixes ("image_encoder",
+  "encoder/block0"), else "trained"."""
+  prefixes = [prefix.strip("/") for prefix in frozen]
+  def label(path: tuple[Any, ...], _: Any) -> str:
+    name = path_name(path)
+    return "frozen" if any(name == q or name.startswith(q + "/") for q in prefixes) else "trained"
+  return jax.tree_util.tree_map_with_path(label, params)
+
+
 def make_optimizer(config: Any, total_steps: int) -> optax.GradientTransformation:
   """config: learning_rate, warmup_steps, end_lr_fraction, weight_decay, b1, b2,
-  grad_clip_norm, and optionally layer_decay (None or 1: off)."""
+  grad_clip_norm, optionally layer_decay (None or 1: off) and frozen (path prefixes whose
+  params never change: no update, no weight decay, no optimizer state; their gradients are
+  not computed, since nothing reads them)."""
   schedule = learning_rate_schedule(config, total_steps)
   parts = []
   if config.grad_clip_norm:
@@ -91,4 +103,13 @@ def make_optimizer(config: Any, total_steps: int) -> optax.GradientTransformatio
     if not 0.0 < layer_decay < 1.0:
       raise ValueError(f"optimizer.layer_decay must lie in (0, 1]; got {layer_decay}.")
     parts.append(layer_decay_scale(float(layer_decay)))
-  return optax.chain(*parts)
+  frozen = tuple(config.get("frozen", ()) if hasattr(config, "get") else ())
+  if not frozen:
+    return optax.chain(*parts)
+  def labels(params: Any) -> Any:
+    tree = frozen_labels(params, frozen)
+    if "frozen" not in jax.tree.leaves(tree):
+      raise ValueError(f"optimizer.frozen: no params under {list(frozen)}.")
+    return tree
+  return optax.multi_transform({"trained": optax.chain(*parts), "frozen": optax.set_to_zero()},
+                               labels)

@@ -68,7 +68,9 @@ def logical_shardings(abstract_tree: Any, mesh: Mesh, rules: Sequence[tuple[str,
   mesh_specs = nn.logical_to_mesh(specs, rules)
   shapes = nn.meta.unbox(abstract_tree)
 
-  def fit(spec: PartitionSpec, leaf: Any) -> NamedSharding:
+  def fit(spec: PartitionSpec, leaf: Any) -> NamedSharding | Any:
+    if not hasattr(leaf, "shape"):  # An empty node (optax's MaskedNode for frozen params).
+      return leaf
     dims = []
     for size, axes in zip(leaf.shape, tuple(spec) + (None,) * (leaf.ndim - len(spec))):
       names = (axes,) if isinstance(axes, str) else tuple(axes or ())

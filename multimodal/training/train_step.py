@@ -10,6 +10,7 @@ import optax
 
 from multimodal.models import aux_losses
 from multimodal.tasks import GenerativeTask, Task
+from multimodal.training.optimizer import frozen_labels
 from multimodal.training.train_state import TrainState
 
 Batch = dict[str, jax.Array]
@@ -31,7 +32,8 @@ def split_micro_batches(batch: Batch, num: int) -> Batch:
 def make_train_step(model: nn.Module, task: Task, optimizer: optax.GradientTransformation,
                     schedule: optax.Schedule, rng: jax.Array, state_shardings: Any,
                     batch_sharding: jax.sharding.Sharding,
-                    metrics_sharding: jax.sharding.Sharding, grad_accum_steps: int = 1
+                    metrics_sharding: jax.sharding.Sharding, grad_accum_steps: int = 1,
+                    frozen: tuple[str, ...] = ()
                     ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
   """Returns the compiled step; the state is donated, so its buffers are reused in place.
 
@@ -43,11 +45,18 @@ def make_train_step(model: nn.Module, task: Task, optimizer: optax.GradientTrans
   A step whose loss or gradients are not finite leaves params and optimizer state unchanged
   and counts itself in `state.skipped_steps` (the trainer decides whether to stop).
   Dropout keys derive from `rng` and the step, so a resumed run draws the same masks.
+  frozen: path prefixes of params that are constants of the loss (`lax.stop_gradient`), so
+    no backward pass runs through them (e.g. a frozen pretrained encoder); pair it with
+    optimizer.frozen, which leaves them unchanged.
   """
 
   def grads_and_metrics(params: Any, batch: Batch, dropout_rng: jax.Array
                         ) -> tuple[Any, dict[str, jax.Array]]:
     def loss_fn(params: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
+      if frozen:
+        params = jax.tree.map(
+            lambda x, label: jax.lax.stop_gradient(x) if label == "frozen" else x,
+            params, frozen_labels(params, frozen))
       outputs, collections = model.apply({"params": params}, batch, train=True,
                                          rngs={"dropout": dropout_rng},
                                          mutable=[aux_losses.COLLECTION])

@@ -59,7 +59,7 @@ class Trainer:
         self.model, self.task, self.optimizer,
         learning_rate_schedule(config.optimizer, config.total_steps),
         jax.random.fold_in(rng, 1), self.state_shardings, self.batch_sharding, replicated,
-        grad_accum_steps=config.grad_accum_steps)
+        grad_accum_steps=config.grad_accum_steps, frozen=tuple(config.optimizer.frozen))
     predict = make_predict(self.model, self.task, self.state_shardings.params,
                            self.batch_sharding, replicated)
     context = EvalContext(builder=self.builder, task=self.task, predict=predict,
@@ -108,8 +108,10 @@ class Trainer:
     start = self.restore()
     if start == 0 and config.init.params:
       self.state = self.state.replace(params=init_params.merge(
-          self.state.params, init_params.load_flat(config.init.params), config.init.skip))
-      logging.info("Initialised the params from %s (kept random: %s).", config.init.params,
+          self.state.params, init_params.load_flat(config.init.params), config.init.skip,
+          config.init.load))
+      logging.info("Initialised the params from %s (loaded: %s; kept random: %s).",
+                   config.init.params, list(config.init.load) or "all",
                    list(config.init.skip) or "none")
     if start >= end:
       logging.info("The run already reached step %d of %d: evaluating only.", start,

@@ -1,0 +1,114 @@
+"""The scene parser: object_grid targets, the object_attributes task and evaluator, and its
+image encoder loaded (only it) into an NLVR model that keeps it frozen."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from multimodal import models
+from multimodal.data import pp
+from multimodal.evaluators.object_attributes import summarize
+from multimodal.tasks.object_attributes import ObjectAttributesTask, decode_objects
+
+GRID = 4  # 4x4 cells of 16 px on a 64-px image.
+# Two objects: (shape, color, size, x, y) with x, y in [0, 1], y down.
+OBJECTS = [(2, 5, 1, 0.30, 0.10), (0, 1, 0, 0.90, 0.60)]
+CELLS = [0 * GRID + 1, 2 * GRID + 3]  # row-major: (row 0, col 1) and (row 2, col 3)
+
+
+def grid_targets() -> dict[str, np.ndarray]:
+  shape, color, size, x, y = (np.array(v) for v in zip(*OBJECTS))
+  example = {"objects": {"shape": tf.constant(shape, tf.int64),
+                         "color": tf.constant(color, tf.int64),
+                         "size": tf.constant(size, tf.int64),
+                         "x": tf.constant(x, tf.float32), "y": tf.constant(y, tf.float32)}}
+  out = pp.parse(f"object_grid(grid={GRID})")(example)
+  return {k: v.numpy() for k, v in out.items() if k.startswith("grid_")}
+
+
+def test_object_grid_puts_each_object_in_the_cell_of_its_center():
+  t = grid_targets()
+  assert t["grid_object"].shape == (GRID * GRID,) and t["grid_offset"].shape == (GRID ** 2, 2)
+  np.testing.assert_array_equal(np.flatnonzero(t["grid_object"]), CELLS)
+  for cell, (shape, color, size, x, y) in zip(CELLS, OBJECTS):
+    assert (t["grid_shape"][cell], t["grid_color"][cell], t["grid_size"][cell]) == (
+        shape, color, size)
+    np.testing.assert_allclose(t["grid_offset"][cell], [x * GRID % 1, y * GRID % 1], atol=1e-6)
+  empty = np.ones(GRID * GRID, bool)
+  empty[CELLS] = False
+  assert not t["grid_shape"][empty].any() and not t["grid_offset"][empty].any()
+
+
+def perfect_outputs(t: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+  """Scene-parser outputs for a batch of one that read the targets exactly."""
+  one_hot = lambda values, n: jnp.asarray(np.eye(n)[values][None] * 20.0)
+  return {"object": jnp.asarray(np.where(t["grid_object"], 20.0, -20.0)[None]),
+          "offset": jnp.asarray(t["grid_offset"][None]),
+          "shape": one_hot(t["grid_shape"], 3), "color": one_hot(t["grid_color"], 6),
+          "size": one_hot(t["grid_size"], 2)}
+
+
+def task_batch(t: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+  return {"image": jnp.zeros((1, 64, 64, 3)), **{k: jnp.asarray(v[None]) for k, v in t.items()}}
+
+
+def test_a_perfect_reading_counts_every_object_right_and_decodes_to_the_scene():
+  t = grid_targets()
+  task = ObjectAttributesTask()
+  outputs, batch = perfect_outputs(t), task_batch(t)
+  counts = task.predict(outputs, batch)
+  for key in ("objects", "detected", "found", "all_right", "shape_right", "color_right"):
+    assert float(counts[key][0]) == 2.0, key
+  assert float(counts["correct"][0]) == 1.0
+  assert float(counts["position_error"][0]) == pytest.approx(0.0, abs=1e-5)
+  loss, metrics = task.loss(outputs, batch)
+  assert float(loss) < 1e-3 and float(metrics["recall"]) == 1.0
+
+  scene = decode_objects(jax.device_get(counts), image_size=64)[0]
+  assert [(o["shape"], o["color"], o["size"]) for o in scene] == [
+      ("triangle", "cyan", "large"), ("circle", "green", "small")]
+  np.testing.assert_allclose([(o["x"], o["y"]) for o in scene],
+                             [(x * 64, y * 64) for *_, x, y in OBJECTS], atol=1e-4)
+
+
+def test_mistakes_are_counted_where_they_are():
+  t = grid_targets()
+  outputs = perfect_outputs(t)
+  outputs["color"] = outputs["color"].at[0, CELLS[0]].set(jnp.eye(6)[0] * 20.0)  # wrong color
+  outputs["object"] = outputs["object"].at[0, 5].set(20.0)  # an invented object
+  outputs["offset"] = outputs["offset"].at[0, CELLS[1], 0].add(0.25)  # 4 px off at 16 px cells
+  counts = ObjectAttributesTask().predict(outputs, task_batch(t))
+  assert float(counts["detected"][0]) == 3.0 and float(counts["found"][0]) == 2.0
+  assert float(counts["color_right"][0]) == 1.0 and float(counts["shape_right"][0]) == 2.0
+  assert float(counts["all_right"][0]) == 1.0 and float(counts["correct"][0]) == 0.0
+  assert float(counts["position_error"][0]) == pytest.approx(4.0, abs=1e-4)
+
+  totals = {k: float(np.asarray(v).sum()) for k, v in counts.items() if np.ndim(v) == 1}
+  metrics = summarize(totals, count_exact=0.0, num_images=1)
+  assert metrics["precision"] == pytest.approx(2 / 3) and metrics["recall"] == 1.0
+  assert metrics["object_accuracy"] == 0.5 and metrics["color_accuracy"] == 0.5
+  assert metrics["position_error_px"] == pytest.approx(2.0, abs=1e-4)
+  assert metrics["scene_accuracy"] == 0.0 and metrics["count_accuracy"] == 0.0
+
+
+def test_the_model_gives_one_reading_per_patch():
+  spec = dict(type="scene_parser", image=dict(
+      type="vit", variant=None, width=32, depth=1, mlp_dim=64, num_heads=4, patch_size=16,
+      pool_type="none"), hidden_dim=32)
+  model = models.MODELS.build(spec, **ObjectAttributesTask().model_kwargs())
+  batch = {"image": jnp.zeros((2, 64, 64, 3))}
+  outputs, _ = jax.eval_shape(lambda: model.init_with_output(jax.random.key(0), batch,
+                                                             train=False))
+  assert {k: v.shape for k, v in outputs.items()} == {
+      "object": (2, 16), "offset": (2, 16, 2), "shape": (2, 16, 3), "color": (2, 16, 6),
+      "size": (2, 16, 2)}
+
+
+def test_missing_targets_are_named():
+  with pytest.raises(KeyError, match="grid_object"):
+    ObjectAttributesTask().loss(perfect_outputs(grid_targets()), {"image": jnp.zeros((1,))})
+  with pytest.raises(ValueError, match="grid"):
+    pp.parse("object_grid(grid=0)")
