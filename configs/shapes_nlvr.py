@@ -20,6 +20,9 @@ Arguments (`--config=configs/shapes_nlvr.py:ARG`, comma-separated key=value):
   fusion=cross_attention    any fusion module (early, late, hybrid, weighted_sum, concat_mlp,
                             gated, cross_attention, co_attention, bottleneck, multiway)
   query=text,context=image  cross_attention: the statement's tokens attend to both images'
+  image=vit|object_tokens   the image encoder: the ViT's patch tokens, or the scene parser's
+                            (models/scene_parser.py): the ViT's tokens of the cells that
+                            hold an object, the others masked (region features)
   image_init=               a configs/shapes_scene_parser.py workdir (same width and depth):
                             start the image encoder from its (only its) params
   freeze_image=false        keep the image encoder as it starts (no backward pass through it)
@@ -28,8 +31,8 @@ Arguments (`--config=configs/shapes_nlvr.py:ARG`, comma-separated key=value):
 With a scene-parser encoder (pretrained in a few minutes to read every object's shape, color,
 size and position):
   python -m multimodal.main --config=configs/shapes_scene_parser.py --workdir=/tmp/scene_parser
-  python -m multimodal.main --config=configs/shapes_nlvr.py:image_init=/tmp/scene_parser,\
-freeze_image=true --workdir=/tmp/nlvr_parsed
+  python -m multimodal.main --config=configs/shapes_nlvr.py:image=object_tokens,\
+image_init=/tmp/scene_parser,freeze_image=true --workdir=/tmp/nlvr_objects
 """
 from multimodal import config_utils
 
@@ -37,7 +40,8 @@ from multimodal import config_utils
 def get_config(arg: str | None = None):
   args = config_utils.parse_arg(arg, data="default", res=64, total_steps=2000, batch_size=128,
                                 fusion="cross_attention", query="text", context="image",
-                                image_init="", freeze_image=False, tiny=False)
+                                image="vit", image_init="", freeze_image=False,
+                                tiny=False)
   c = config_utils.shapes_base(args, dataset="shapes_nlvr")
   pp = config_utils.nlvr_pp(args.res)
   c.pp_train = pp
@@ -48,7 +52,7 @@ def get_config(arg: str | None = None):
   depth = 1 if args.tiny else 2
   c.model = dict(
       type="fusion_nlvr",
-      image=config_utils.shapes_vit(width, depth),
+      image=config_utils.shapes_image_encoder(args.image, width, depth),
       text=dict(type="text_encoder", variant=None, width=width, depth=depth,
                 mlp_dim=2 * width, num_heads=4, pool_type="gap"),
       fusion=dict(type=args.fusion, width=width, depth=depth, num_heads=4, mlp_dim=2 * width,

@@ -23,7 +23,7 @@ from ml_collections import config_dict
 
 from multimodal import config_utils
 
-PATCH = 8
+PATCH = 8  # shapes_vit's
 INPUTS = ("image", "grid_object", "grid_shape", "grid_color", "grid_size", "grid_offset")
 
 
@@ -37,9 +37,9 @@ def get_config(arg: str | None = None):
                 f"keep{INPUTS!r}")
   c.task = dict(type="object_attributes", threshold=0.5, offset_weight=1.0)
   width, depth = (64, 1) if args.tiny else (args.width, args.depth)  # tiny: shapes_nlvr's
-  c.model = dict(type="scene_parser",
-                 image=config_utils.shapes_vit(width, depth, patch_size=PATCH),
-                 hidden_dim=2 * width, dtype="float32")
+  encoder = config_utils.shapes_image_encoder("object_tokens", width, depth)
+  c.model = dict(type="scene_parser", image=encoder["image"], hidden_dim=encoder["hidden_dim"],
+                 dtype="float32")
 
   c.optimizer.learning_rate = 1e-3
   c.optimizer.warmup_steps = 2 if args.tiny else 100

@@ -150,6 +150,18 @@ NLVR_MAX_LEN = 16
 NLVR_INPUTS = "keep('left_image', 'right_image', 'text_tokens', 'text_mask', 'label')"
 
 
+def shapes_image_encoder(kind: str, width: int, depth: int) -> dict[str, Any]:
+  """"vit" (`shapes_vit`) or "object_tokens": the scene parser as an encoder (the same ViT and
+  its per-cell heads; only the tokens of cells read as holding an object are kept), whose
+  params a configs/shapes_scene_parser.py run of the same width and depth provides."""
+  if kind == "vit":
+    return shapes_vit(width, depth)
+  if kind == "object_tokens":
+    return dict(type="object_tokens", image=shapes_vit(width, depth), hidden_dim=2 * width,
+                threshold=0.5)
+  raise ValueError(f"Unknown Shapes image encoder {kind!r}; use 'vit' or 'object_tokens'.")
+
+
 def image_pp(res: int, key: str = "image") -> str:
   """Decode an image feature, resize it to res x res, values in [-1, 1]."""
   return f"decode(key={key!r})|resize({res}, key={key!r})|value_range(-1, 1, key={key!r})"

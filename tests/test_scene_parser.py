@@ -1,5 +1,5 @@
-"""The scene parser: object_grid targets, the object_attributes task and evaluator, and its
-image encoder loaded (only it) into an NLVR model that keeps it frozen."""
+"""The scene parser: object_grid targets, the object_attributes task and evaluator, and the
+parser as an NLVR model's image encoder (object tokens), loaded from its run and kept frozen."""
 from __future__ import annotations
 
 import jax
@@ -7,11 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow as tf
+from flax import traverse_util
 
+from configs import shapes_nlvr, shapes_scene_parser
 from multimodal import models
 from multimodal.data import pp
 from multimodal.evaluators.object_attributes import summarize
 from multimodal.tasks.object_attributes import ObjectAttributesTask, decode_objects
+from multimodal.training import trainer as trainer_lib
 
 GRID = 4  # 4x4 cells of 16 px on a 64-px image.
 # Two objects: (shape, color, size, x, y) with x, y in [0, 1], y down.
@@ -112,3 +115,42 @@ def test_missing_targets_are_named():
     ObjectAttributesTask().loss(perfect_outputs(grid_targets()), {"image": jnp.zeros((1,))})
   with pytest.raises(ValueError, match="grid"):
     pp.parse("object_grid(grid=0)")
+
+
+def flat_params(trainer) -> dict[str, np.ndarray]:
+  return {k: np.asarray(v) for k, v in
+          traverse_util.flatten_dict(jax.device_get(trainer.state.params), sep="/").items()}
+
+
+def test_nlvr_starts_from_a_scene_parser_run_and_keeps_its_encoder_frozen(tmp_path):
+  data_dir = str(tmp_path / "tfds")
+  parser_config = shapes_scene_parser.get_config("tiny=true")
+  parser_config.update(total_steps=3, evals={})
+  parser_config.data.data_dir = data_dir
+  parser = trainer_lib.Trainer(parser_config, str(tmp_path / "parser"))
+  parser.train()
+  parsed = flat_params(parser)
+
+  config = shapes_nlvr.get_config(
+      f"tiny=true,image=object_tokens,image_init={tmp_path / 'parser'},freeze_image=true")
+  config.update(total_steps=2, evals={})
+  config.data.data_dir = data_dir
+  nlvr = trainer_lib.Trainer(config, str(tmp_path / "nlvr"))
+  initial = flat_params(nlvr)
+  nlvr.train()
+  trained = flat_params(nlvr)
+  encoder = [k for k in trained if k.startswith("image_encoder/")]
+  assert encoder and set(encoder) == {k for k in parsed if k.startswith("image_encoder/")}
+  for key in encoder:  # loaded from the parser, then left alone by training
+    np.testing.assert_array_equal(trained[key], parsed[key])
+  assert any(not np.array_equal(trained[k], initial[k]) for k in trained
+             if k.startswith("text_encoder/"))
+
+  # The encoder keeps exactly the cells the parser reads as holding an object.
+  reader = models.ENCODERS.build(config.model.image.to_dict())
+  variables = {"params": traverse_util.unflatten_dict(
+      {k[len("image_encoder/"):]: v for k, v in parsed.items() if k in encoder}, sep="/")}
+  images = jax.random.uniform(jax.random.key(1), (2, 64, 64, 3), minval=-1.0)
+  features = reader.apply(variables, images, train=False)
+  _, reading = reader.apply(variables, images, train=False, method=reader.read)
+  np.testing.assert_array_equal(features.mask, jax.nn.sigmoid(reading["object"]) > 0.5)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from multimodal.data import pipeline
 from multimodal.data.builders import shapes_nlvr
 from multimodal.data.shapes import nlvr_statements as nlvr
 from multimodal.data.shapes import scenes
@@ -139,6 +140,16 @@ def test_builder_writes_the_splits_with_pairs_of_images(tmp_path):
     statements[split] = {ex["statement"] for ex in examples}
   # New scenes in every split: the seeds differ, so the statements do too.
   assert statements["test"] != statements["test_heldout"]
+
+  # data.where names a ClassLabel's values (the template) by name.
+  kept = pipeline.make_dataset(builder, split="train", pp="keep('template')", batch_size=64,
+                               train=False, where={"template": ["exist_both", "count_side"]})
+  templates = {builder.info.features["template"].int2str(t)
+               for b in kept.as_numpy_iterator() for t in b["template"]}
+  assert templates == {"exist_both", "count_side"}
+  with pytest.raises(ValueError, match="not among its labels"):
+    pipeline.make_dataset(builder, split="train", pp="keep('template')", batch_size=8,
+                          train=False, where={"template": ["exists_both"]})
 
 
 def _one_image_feature(statement: nlvr.Statement, scene: Scene, side: str) -> tuple:

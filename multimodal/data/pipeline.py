@@ -63,9 +63,11 @@ def skip_image_decoding(builder: tfds.core.DatasetBuilder) -> dict[str, Any]:
           if isinstance(feature, tfds.features.Image)}
 
 
-def _where_predicate(where: Mapping[str, Sequence[str]] | None
+def _where_predicate(where: Mapping[str, Sequence[str]] | None,
+                     features: Mapping[str, Any] | None = None
                      ) -> Callable[[dict[str, tf.Tensor]], tf.Tensor] | None:
-  """{feature: allowed values} -> a tf.data filter predicate (None: keep everything)."""
+  """{feature: allowed values} -> a tf.data filter predicate (None: keep everything).
+  Values of a ClassLabel feature (in `features`, the builder's) are given by name."""
   if not where:
     return None
   allowed = {}
@@ -73,7 +75,15 @@ def _where_predicate(where: Mapping[str, Sequence[str]] | None
     values = [values] if isinstance(values, str) else list(values)
     if not values:
       raise ValueError(f"data.where[{key!r}] lists no values: it would drop every example.")
-    allowed[key] = tf.constant(values)
+    feature = features[key] if features is not None and key in features else None
+    if isinstance(feature, tfds.features.ClassLabel):
+      unknown = [v for v in values if v not in feature.names]
+      if unknown:
+        raise ValueError(f"data.where[{key!r}]: {unknown} are not among its labels "
+                         f"{feature.names}.")
+      values = [feature.str2int(v) for v in values]
+    allowed[key] = tf.constant(values, tf.int64 if isinstance(feature, tfds.features.ClassLabel)
+                               else None)
 
   def predicate(example: dict[str, tf.Tensor]) -> tf.Tensor:
     missing = sorted(set(allowed) - set(example))
@@ -108,7 +118,7 @@ def make_dataset(builder: tfds.core.DatasetBuilder, *, split: str, pp: str, batc
       before shuffling and skipping, so resuming stays exact.
   """
   pp_fn = pp_lib.parse(pp)
-  keep = _where_predicate(where)
+  keep = _where_predicate(where, builder.info.features)
 
   def preprocess(example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     processed = {**pp_fn(example), **(extras(example) if extras else {})}

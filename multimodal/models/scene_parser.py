@@ -3,9 +3,14 @@ an object's center lies there, that object's attributes and where in the cell it
 
 A single-stage detector in the YOLO manner, on a grid that is the ViT's patch grid (one token
 per cell), so the targets come from the `object_grid` preprocessing op with no matching step.
-It serves as the attribute classifier that judges generated images (text-to-image), and as
-dense, cheap supervision that pretrains an image encoder for the reasoning tasks (its
-`image_encoder` params load into `fusion_vqa` / `fusion_nlvr` with `config.init.load`).
+Two uses:
+  - model `scene_parser`: the attribute classifier that judges generated images
+    (text-to-image), trained with the `object_attributes` task;
+  - encoder `object_tokens`: the same module as an image encoder whose tokens are the cells
+    that hold an object (the others masked out, as padding): region features from a
+    detector, as ViLBERT / LXMERT / UNITER take them, so that a reasoning model attends to a
+    few objects instead of every patch. `config.init.load=("image_encoder",)` starts it from a
+    scene-parser run (the paths are the same).
 """
 from __future__ import annotations
 
@@ -15,20 +20,61 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from multimodal.data.shapes.scenes import COLORS, SHAPES, SIZES
+from multimodal.models.features import Features
 from multimodal.models.fusion_vqa import compute_dtype
 from multimodal.models.registry import ENCODERS, MODELS
 from multimodal.models.transformer import dense, layer_norm
 
 Spec = dict[str, Any]
+ATTRIBUTE_SIZES = {"shape": len(SHAPES), "color": len(COLORS), "size": len(SIZES)}
+
+
+@ENCODERS.register("object_tokens")
+class SceneReader(nn.Module):
+  """Attributes:
+    image: the ViT's `{'type': name, ...settings}` spec; it must give one token per grid cell
+      in row-major order (pool_type="none").
+    attributes: attribute name -> number of values (None: `ATTRIBUTE_SIZES`).
+    hidden_dim: width of the MLP shared by the per-cell heads.
+    threshold: object probability above which a cell's token is kept (as an encoder).
+    dtype: compute dtype.
+  """
+  image: Spec
+  attributes: dict[str, int] | None = None  # None: the Shapes world's
+  hidden_dim: int = 256
+  threshold: float = 0.5
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def read(self, images: jax.Array, *, train: bool) -> tuple[Features, dict[str, jax.Array]]:
+    """images float[B, H, W, 3] -> (the ViT's features [B, N, D], the reading: object
+    float32[B, N] logits, offset float32[B, N, 2] in [0, 1], per attribute float32[B, N, V]
+    logits); N: the grid's cells."""
+    features = ENCODERS.build(self.image, dtype=self.dtype, name="vit")(images, train=train)
+    x = layer_norm("ln", self.dtype)(features.tokens)
+    x = nn.gelu(dense(self.hidden_dim, "embed", "mlp", "hidden", self.dtype)(x))
+    out = lambda n, name: dense(n, "mlp", None, name, self.dtype)(x).astype(jnp.float32)
+    reading = {"object": out(1, "object")[..., 0], "offset": jax.nn.sigmoid(out(2, "offset"))}
+    reading.update({name: out(n, name)
+                    for name, n in (self.attributes or ATTRIBUTE_SIZES).items()})
+    return features, reading
+
+  def __call__(self, images: jax.Array, *, train: bool) -> Features:
+    """images float[B, H, W, 3] -> the ViT's tokens [B, N, D], masked to the cells read as
+    holding an object; pooled: their mean."""
+    features, reading = self.read(images, train=train)
+    mask = features.mask & (jax.nn.sigmoid(reading["object"]) > self.threshold)
+    weights = mask.astype(features.tokens.dtype)[..., None]
+    pooled = jnp.sum(features.tokens * weights, 1) / jnp.maximum(jnp.sum(weights, 1), 1.0)
+    return Features(tokens=features.tokens, mask=mask, pooled=pooled)
 
 
 @MODELS.register("scene_parser")
 class SceneParser(nn.Module):
   """Attributes:
-    image: the image encoder's `{'type': name, ...settings}` spec; it must return one token
-      per grid cell in row-major order (a ViT with pool_type="none").
-    attributes: attribute name -> number of values (from the task), e.g. {"shape": 3, ...}.
-    hidden_dim: width of the MLP shared by the per-cell heads.
+    image, hidden_dim: as `SceneReader`'s.
+    attributes: attribute name -> number of values (from the task).
     dtype: compute dtype name; parameters stay float32.
   Batch key: image float[B, H, W, 3].
   """
@@ -39,16 +85,7 @@ class SceneParser(nn.Module):
 
   @nn.compact
   def __call__(self, batch: dict[str, jax.Array], *, train: bool) -> dict[str, jax.Array]:
-    """-> object float32[B, N] (logit that a center lies in the cell), offset float32[B, N, 2]
-    (the center within the cell, in [0, 1]), and for each attribute float32[B, N, values]
-    logits; N = the encoder's token count."""
-    dtype = compute_dtype(self.dtype)
-    tokens = ENCODERS.build(self.image, dtype=dtype, name="image_encoder")(
-        batch["image"], train=train).tokens
-    x = layer_norm("ln", dtype)(tokens)
-    x = nn.gelu(dense(self.hidden_dim, "embed", "mlp", "hidden", dtype)(x))
-    out = lambda n, name: dense(n, "mlp", None, name, dtype)(x).astype(jnp.float32)
-    outputs = {"object": out(1, "object")[..., 0],
-               "offset": jax.nn.sigmoid(out(2, "offset"))}
-    outputs.update({name: out(n, name) for name, n in self.attributes.items()})
-    return outputs
+    """-> `SceneReader.read`'s reading (object, offset, one entry per attribute)."""
+    reader = SceneReader(self.image, self.attributes, self.hidden_dim,
+                         dtype=compute_dtype(self.dtype), name="image_encoder")
+    return reader.read(batch["image"], train=train)[1]
