@@ -20,12 +20,17 @@ Arguments (`--config=configs/shapes_nlvr.py:ARG`, comma-separated key=value):
   fusion=cross_attention    any fusion module (early, late, hybrid, weighted_sum, concat_mlp,
                             gated, cross_attention, co_attention, bottleneck, multiway)
   query=text,context=image  cross_attention: the statement's tokens attend to both images'
-  image=vit|object_tokens   the image encoder: the ViT's patch tokens, or the scene parser's
-                            (models/scene_parser.py): the ViT's tokens of the cells that
-                            hold an object, the others masked (region features)
+  image=vit|object_tokens|object_readings
+                            the image encoder: the ViT's patch tokens, or the scene
+                            parser's (models/scene_parser.py): only the cells that hold an
+                            object, the others masked: their ViT tokens (region features),
+                            or what the parser read there (attribute probabilities, center)
   image_init=               a configs/shapes_scene_parser.py workdir (same width and depth):
                             start the image encoder from its (only its) params
   freeze_image=false        keep the image encoder as it starts (no backward pass through it)
+  init=                     a configs/shapes_vqa.py workdir with tokenizer=shapes_vl and the
+                            same fusion, image encoder and sizes: start the image encoder, the
+                            text encoder and the fusion module from it (the head is new)
   tiny=false                a minute-long smoke-test setting
 
 With a scene-parser encoder (pretrained in a few minutes to read every object's shape, color,
@@ -41,7 +46,7 @@ def get_config(arg: str | None = None):
   args = config_utils.parse_arg(arg, data="default", res=64, total_steps=2000, batch_size=128,
                                 fusion="cross_attention", query="text", context="image",
                                 image="vit", image_init="", freeze_image=False,
-                                tiny=False)
+                                init="", tiny=False)
   c = config_utils.shapes_base(args, dataset="shapes_nlvr")
   pp = config_utils.nlvr_pp(args.res)
   c.pp_train = pp
@@ -62,9 +67,12 @@ def get_config(arg: str | None = None):
       dtype="float32")
 
   config_utils.shapes_nlvr_training(c, pp, args.tiny)
-  if args.image_init:
-    c.init.params = args.image_init
-    c.init.load = ("image_encoder",)
-  if args.freeze_image:
-    c.optimizer.frozen = ("image_encoder",)
+  if args.image_init and args.init:
+    raise ValueError("Give image_init (the image encoder from a scene parser) or init (image "
+                     "encoder, text encoder and fusion from a VQA run), not both.")
+  frozen = ["image_encoder"] if args.freeze_image else []
+  if args.init:
+    config_utils.start_from(c, args.init, ["image_encoder", "text_encoder", "fusion"], frozen)
+  else:
+    config_utils.start_from(c, args.image_init, ["image_encoder"], frozen)
   return c

@@ -18,6 +18,12 @@ Arguments (`--config=configs/shapes_vqa.py:ARG`, comma-separated key=value):
                             `missing` evaluator's missing_image/... and missing_text/...
   question_types=           train and evaluate on these question types only, joined by '+'
                             (e.g. relation or relation+count); empty: all of them
+  tokenizer=shapes          the question tokenizer: shapes, or shapes_vl (the one NLVR uses,
+                            so that NLVR can start from this run's text encoder and fusion)
+  image=vit                 vit, object_tokens or object_readings: see configs/shapes_nlvr.py
+  image_init=               a configs/shapes_scene_parser.py workdir to start the image
+                            encoder from (only it)
+  freeze_image=false        keep the image encoder as it starts
   tiny=false                a minute-long smoke-test setting (tiny model and data, few steps)
 """
 from ml_collections import config_dict
@@ -25,7 +31,7 @@ from ml_collections import config_dict
 from multimodal import config_utils
 from multimodal.data.shapes.vqa_questions import QUESTION_TYPES
 
-PP_COMMON = ("decode|resize({res})|value_range(-1, 1)|tok(max_len={max_len}, model='shapes')"
+PP_COMMON = ("decode|resize({res})|value_range(-1, 1)|tok(max_len={max_len}, model={tokenizer!r})"
              "|vqa_answers(vocab='shapes_vqa')")
 MODEL_INPUTS = "keep('image', 'question_tokens', 'question_mask', 'answer_index', 'answer_scores')"
 
@@ -34,15 +40,16 @@ def get_config(arg: str | None = None):
   args = config_utils.parse_arg(arg, data="default", res=64, total_steps=3600, batch_size=128,
                                 text_only=False, tiny=False, fusion="cross_attention",
                                 query="text", context="image", modality_dropout=0.0,
-                                eval_missing=False, question_types="")
+                                eval_missing=False, question_types="", tokenizer="shapes",
+                                image="vit", image_init="", freeze_image=False)
   c = config_utils.shapes_base(args)
   where = ({"question_type": config_utils.choices(args.question_types.split("+"),
                                                    QUESTION_TYPES, "question_types")}
            if args.question_types else {})
   c.data.where = where
-  pp = PP_COMMON.format(res=args.res, max_len=16)
+  pp = PP_COMMON.format(res=args.res, max_len=16, tokenizer=args.tokenizer)
   c.pp_train = f"{pp}|{MODEL_INPUTS}"
-  c.task = dict(type="vqa", answers="shapes_vqa", tokenizer="shapes", loss="softmax")
+  c.task = dict(type="vqa", answers="shapes_vqa", tokenizer=args.tokenizer, loss="softmax")
 
   width = 64 if args.tiny else 128
   depth = 1 if args.tiny else 2
@@ -56,7 +63,8 @@ def get_config(arg: str | None = None):
   else:
     c.model = dict(
         type="fusion_vqa",
-        image=config_utils.shapes_vit(width, depth, **stacking),
+        image=(config_utils.shapes_vit(width, depth, **stacking) if args.image == "vit" else
+               config_utils.shapes_image_encoder(args.image, width, depth)),
         text=text,
         fusion=dict(type=args.fusion, width=width, depth=depth, num_heads=4,
                     mlp_dim=2 * width, **stacking,
@@ -77,4 +85,6 @@ def get_config(arg: str | None = None):
   if args.eval_missing:
     c.evals.missing = config_utils.missing_modalities_eval(pp, eval_batch, where=where)
   c.checkpoint = dict(every_steps=10 if args.tiny else 500, keep=2)
+  config_utils.start_from(c, args.image_init, ["image_encoder"],
+                          frozen=["image_encoder"] if args.freeze_image else [])
   return c

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import ast
 import difflib
-from typing import Any
+from typing import Any, Sequence
 
 import ml_collections
 from ml_collections import config_dict
@@ -151,15 +151,28 @@ NLVR_INPUTS = "keep('left_image', 'right_image', 'text_tokens', 'text_mask', 'la
 
 
 def shapes_image_encoder(kind: str, width: int, depth: int) -> dict[str, Any]:
-  """"vit" (`shapes_vit`) or "object_tokens": the scene parser as an encoder (the same ViT and
-  its per-cell heads; only the tokens of cells read as holding an object are kept), whose
-  params a configs/shapes_scene_parser.py run of the same width and depth provides."""
+  """"vit" (`shapes_vit`), or the scene parser as an encoder (the same ViT and its per-cell
+  heads; only the cells read as holding an object are kept), whose params a
+  configs/shapes_scene_parser.py run of the same width and depth provides: "object_tokens"
+  (their ViT tokens) or "object_readings" (what the parser read: attribute probabilities and
+  the center)."""
   if kind == "vit":
     return shapes_vit(width, depth)
-  if kind == "object_tokens":
+  if kind in ("object_tokens", "object_readings"):
     return dict(type="object_tokens", image=shapes_vit(width, depth), hidden_dim=2 * width,
-                threshold=0.5)
-  raise ValueError(f"Unknown Shapes image encoder {kind!r}; use 'vit' or 'object_tokens'.")
+                threshold=0.5, tokens="features" if kind == "object_tokens" else "reading")
+  raise ValueError(f"Unknown Shapes image encoder {kind!r}; use 'vit', 'object_tokens' or "
+                   "'object_readings'.")
+
+
+def start_from(c: ml_collections.ConfigDict, workdir: str, parts: Sequence[str],
+               frozen: Sequence[str] = ()) -> None:
+  """Starts the model's `parts` (param prefixes) from another run's latest checkpoint (the
+  rest keeps its random initialisation) and keeps `frozen` ones fixed (in place)."""
+  if workdir:
+    c.init.params = workdir
+    c.init.load = tuple(parts)
+  c.optimizer.frozen = tuple(frozen)
 
 
 def image_pp(res: int, key: str = "image") -> str:

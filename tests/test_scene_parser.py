@@ -13,6 +13,7 @@ from configs import shapes_nlvr, shapes_scene_parser
 from multimodal import models
 from multimodal.data import pp
 from multimodal.evaluators.object_attributes import summarize
+from multimodal.models.scene_parser import reading_tokens
 from multimodal.tasks.object_attributes import ObjectAttributesTask, decode_objects
 from multimodal.training import trainer as trainer_lib
 
@@ -154,3 +155,17 @@ def test_nlvr_starts_from_a_scene_parser_run_and_keeps_its_encoder_frozen(tmp_pa
   features = reader.apply(variables, images, train=False)
   _, reading = reader.apply(variables, images, train=False, method=reader.read)
   np.testing.assert_array_equal(features.mask, jax.nn.sigmoid(reading["object"]) > 0.5)
+
+
+def test_reading_tokens_hold_the_attribute_probabilities_and_the_center():
+  t = grid_targets()
+  tokens = reading_tokens(perfect_outputs(t), ["shape", "color", "size"], frequencies=(1.0,))
+  assert tokens.shape == (1, GRID * GRID, 3 + 6 + 2 + 4)
+  for cell, (shape, color, size, x, y) in zip(CELLS, OBJECTS):
+    token = np.asarray(tokens[0, cell])
+    np.testing.assert_allclose(token[:3], np.eye(3)[shape], atol=1e-6)
+    np.testing.assert_allclose(token[3:9], np.eye(6)[color], atol=1e-6)
+    np.testing.assert_allclose(token[9:11], np.eye(2)[size], atol=1e-6)
+    # sin(pi x), sin(pi y), cos(pi x), cos(pi y) of the center in image coordinates
+    np.testing.assert_allclose(token[11:], [np.sin(np.pi * x), np.cos(np.pi * x),
+                                            np.sin(np.pi * y), np.cos(np.pi * y)], atol=1e-5)

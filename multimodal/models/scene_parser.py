@@ -38,12 +38,16 @@ class SceneReader(nn.Module):
     attributes: attribute name -> number of values (None: `ATTRIBUTE_SIZES`).
     hidden_dim: width of the MLP shared by the per-cell heads.
     threshold: object probability above which a cell's token is kept (as an encoder).
+    tokens: what an object token holds (as an encoder): "features" (the ViT's token), or
+      "reading" (what the parser read there: each attribute's probabilities and the center's
+      position as sin-cos features, as OSCAR gives its model the detector's object tags).
     dtype: compute dtype.
   """
   image: Spec
   attributes: dict[str, int] | None = None  # None: the Shapes world's
   hidden_dim: int = 256
   threshold: float = 0.5
+  tokens: str = "features"
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -61,13 +65,37 @@ class SceneReader(nn.Module):
     return features, reading
 
   def __call__(self, images: jax.Array, *, train: bool) -> Features:
-    """images float[B, H, W, 3] -> the ViT's tokens [B, N, D], masked to the cells read as
+    """images float[B, H, W, 3] -> tokens [B, N, D] (`tokens`), masked to the cells read as
     holding an object; pooled: their mean."""
     features, reading = self.read(images, train=train)
     mask = features.mask & (jax.nn.sigmoid(reading["object"]) > self.threshold)
-    weights = mask.astype(features.tokens.dtype)[..., None]
-    pooled = jnp.sum(features.tokens * weights, 1) / jnp.maximum(jnp.sum(weights, 1), 1.0)
-    return Features(tokens=features.tokens, mask=mask, pooled=pooled)
+    if self.tokens == "features":
+      tokens = features.tokens
+    elif self.tokens == "reading":
+      tokens = reading_tokens(reading, list(self.attributes or ATTRIBUTE_SIZES))
+      tokens = tokens.astype(features.tokens.dtype)
+    else:
+      raise ValueError(f"Unknown object token kind {self.tokens!r}; use 'features' or "
+                       "'reading'.")
+    weights = mask.astype(tokens.dtype)[..., None]
+    pooled = jnp.sum(tokens * weights, 1) / jnp.maximum(jnp.sum(weights, 1), 1.0)
+    return Features(tokens=tokens, mask=mask, pooled=pooled)
+
+
+def reading_tokens(reading: dict[str, jax.Array], attributes: list[str],
+                   frequencies: tuple[float, ...] = (1.0, 2.0, 4.0)) -> jax.Array:
+  """A reading -> float32[B, N, sum(values) + 4 * len(frequencies)]: per cell, each
+  attribute's probabilities, then sin and cos of pi * f * x and of pi * f * y for the center
+  (x, y) in [0, 1] image coordinates (the cell's place plus the predicted offset)."""
+  offset = reading["offset"]
+  cells = offset.shape[1]
+  grid = int(round(cells ** 0.5))
+  rows, cols = jnp.divmod(jnp.arange(cells), grid)
+  center = (jnp.stack([cols, rows], axis=-1) + offset) / grid  # [B, N, 2] as (x, y)
+  angles = jnp.pi * center[..., None] * jnp.asarray(frequencies)  # [B, N, 2, F]
+  position = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+  probabilities = [jax.nn.softmax(reading[name], axis=-1) for name in attributes]
+  return jnp.concatenate([*probabilities, position.reshape(*offset.shape[:2], -1)], axis=-1)
 
 
 @MODELS.register("scene_parser")
