@@ -20,6 +20,8 @@ Arguments (`--config=configs/shapes_nlvr.py:ARG`, comma-separated key=value):
   fusion=cross_attention    any fusion module (early, late, hybrid, weighted_sum, concat_mlp,
                             gated, cross_attention, co_attention, bottleneck, multiway)
   query=text,context=image  cross_attention: the statement's tokens attend to both images'
+  pair=joint|separate       both images as one modality, or the statement with each image in
+                            its own pass of the fusion module (BEiT-3's NLVR head's layout)
   image=vit|object_tokens|object_readings
                             the image encoder: the ViT's patch tokens, or the scene
                             parser's (models/scene_parser.py): only the cells that hold an
@@ -46,7 +48,7 @@ def get_config(arg: str | None = None):
   args = config_utils.parse_arg(arg, data="default", res=64, total_steps=2000, batch_size=128,
                                 fusion="cross_attention", query="text", context="image",
                                 image="vit", image_init="", freeze_image=False,
-                                init="", tiny=False)
+                                init="", pair="joint", tiny=False)
   c = config_utils.shapes_base(args, dataset="shapes_nlvr")
   pp = config_utils.nlvr_pp(args.res)
   c.pp_train = pp
@@ -64,7 +66,7 @@ def get_config(arg: str | None = None):
                   **config_utils.fusion_settings(args.fusion, depth, args.query,
                                                  args.context)),
       head=dict(type="classifier", hidden_dim=2 * width, dropout=0.0),
-      dtype="float32")
+      pair=args.pair, dtype="float32")
 
   config_utils.shapes_nlvr_training(c, pp, args.tiny)
   if args.image_init and args.init:

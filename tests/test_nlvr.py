@@ -4,6 +4,7 @@ masked-data-modeling pretraining)."""
 import json
 import os
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,10 +29,13 @@ def nlvr_batch(seed=0, batch=3, length=8):
               label=np.array([True, False, True][:batch]))
 
 
-@pytest.fixture(scope="module", params=["shapes_nlvr.py", "shapes_nlvr_beit3.py"])
+@pytest.fixture(scope="module", params=["shapes_nlvr.py", "shapes_nlvr.py:pair=separate",
+                                        "shapes_nlvr_beit3.py"])
 def nlvr_model(request):
   """(a tiny NLVR model of the config, its params)."""
-  config = load(os.path.join(REPO, "configs", request.param)).get_config("res=32")
+  path, _, arg = request.param.partition(":")
+  config = load(os.path.join(REPO, "configs", path)).get_config(
+      "res=32" + (f",{arg}" if arg else ""))
   model = models.MODELS.build(shrink(config.model.to_dict()), num_classes=2, vocab_size=50)
   params = jax.jit(lambda b: model.init(jax.random.key(0), b, train=False))(nlvr_batch())
   return model, params["params"]
@@ -47,6 +51,22 @@ def test_padding_changes_nothing_and_the_pair_is_ordered(nlvr_model):
   np.testing.assert_allclose(apply(padded), logits, rtol=1e-5, atol=1e-6)
   swapped = dict(batch, left_image=batch["right_image"], right_image=batch["left_image"])
   assert np.max(np.abs(apply(swapped) - logits)) > 1e-6
+
+
+def test_separate_passes_share_one_fusion_module_and_need_a_fused_vector():
+  config = load(os.path.join(REPO, "configs", "shapes_nlvr.py"))
+  build = lambda arg: models.MODELS.build(shrink(config.get_config(arg).model.to_dict()),
+                                          num_classes=2, vocab_size=50)
+  shapes = lambda model: nn.meta.unbox(jax.eval_shape(lambda: model.init(
+      jax.random.key(0), nlvr_batch(), train=False))["params"])
+  joint, separate = shapes(build("res=32")), shapes(build("res=32,pair=separate"))
+  assert jax.tree.map(lambda x: x.shape, separate["fusion"]) == jax.tree.map(
+      lambda x: x.shape, joint["fusion"])  # one module, as a one-image VQA model has it
+  assert "side_embedding" not in separate
+  width = separate["head"]["ln"]["scale"].shape[0]
+  assert width == 2 * joint["head"]["ln"]["scale"].shape[0]  # both passes' pooled vectors
+  with pytest.raises(ValueError, match="combines decisions"):
+    shapes(build("res=32,pair=separate,fusion=late"))
 
 
 def test_classification_loss_is_cross_entropy_on_the_label():
