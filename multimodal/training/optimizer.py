@@ -90,8 +90,9 @@ def frozen_labels(params: Any, frozen: tuple[str, ...]) -> Any:
 def make_optimizer(config: Any, total_steps: int) -> optax.GradientTransformation:
   """config: learning_rate, warmup_steps, end_lr_fraction, weight_decay, b1, b2,
   grad_clip_norm, optionally layer_decay (None or 1: off) and frozen (path prefixes whose
-  params never change: no update, no weight decay, no optimizer state; their gradients are
-  not computed, since nothing reads them)."""
+  params never change: no update, no weight decay, no optimizer state; pass the same
+  prefixes to `make_train_step`, which stops their gradients so no backward pass runs
+  through them)."""
   schedule = learning_rate_schedule(config, total_steps)
   parts = []
   if config.grad_clip_norm:

@@ -59,7 +59,8 @@ class Trainer:
         self.model, self.task, self.optimizer,
         learning_rate_schedule(config.optimizer, config.total_steps),
         jax.random.fold_in(rng, 1), self.state_shardings, self.batch_sharding, replicated,
-        grad_accum_steps=config.grad_accum_steps, frozen=tuple(config.optimizer.frozen))
+        grad_accum_steps=config.grad_accum_steps,
+        frozen=tuple(config.optimizer.get("frozen", ())))
     predict = make_predict(self.model, self.task, self.state_shardings.params,
                            self.batch_sharding, replicated)
     context = EvalContext(builder=self.builder, task=self.task, predict=predict,
@@ -109,9 +110,9 @@ class Trainer:
     if start == 0 and config.init.params:
       self.state = self.state.replace(params=init_params.merge(
           self.state.params, init_params.load_flat(config.init.params), config.init.skip,
-          config.init.load))
+          config.init.get("load", ())))
       logging.info("Initialised the params from %s (loaded: %s; kept random: %s).",
-                   config.init.params, list(config.init.load) or "all",
+                   config.init.params, list(config.init.get("load", ())) or "all",
                    list(config.init.skip) or "none")
     if start >= end:
       logging.info("The run already reached step %d of %d: evaluating only.", start,
