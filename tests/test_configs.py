@@ -103,7 +103,8 @@ def test_config_loads_and_builds_its_model(path, arg):
     assert "type" in spec and "split" in spec, name
 
 
-@pytest.mark.parametrize("arg", ["text_only=true", "fusion=early", "tiny=true,res=32"])
+@pytest.mark.parametrize("arg", ["text_only=true", "fusion=early", "tiny=true,res=32",
+                                 "image=object_readings,freeze_image=true"])
 def test_shapes_vqa_arguments(arg):
   config = load(os.path.join(REPO, "configs", "shapes_vqa.py")).get_config(arg)
   model = models.MODELS.build(config.model.to_dict(), num_answers=19, vocab_size=160)
