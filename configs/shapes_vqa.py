@@ -63,8 +63,7 @@ def get_config(arg: str | None = None):
   else:
     c.model = dict(
         type="fusion_vqa",
-        image=(config_utils.shapes_vit(width, depth, **stacking) if args.image == "vit" else
-               config_utils.shapes_image_encoder(args.image, width, depth)),
+        image=config_utils.shapes_image_encoder(args.image, width, depth, **stacking),
         text=text,
         fusion=dict(type=args.fusion, width=width, depth=depth, num_heads=4,
                     mlp_dim=2 * width, **stacking,

@@ -150,16 +150,18 @@ NLVR_MAX_LEN = 16
 NLVR_INPUTS = "keep('left_image', 'right_image', 'text_tokens', 'text_mask', 'label')"
 
 
-def shapes_image_encoder(kind: str, width: int, depth: int) -> dict[str, Any]:
+def shapes_image_encoder(kind: str, width: int, depth: int, **vit_overrides: Any
+                         ) -> dict[str, Any]:
   """"vit" (`shapes_vit`), or the scene parser as an encoder (the same ViT and its per-cell
   heads; only the cells read as holding an object are kept), whose params a
   configs/shapes_scene_parser.py run of the same width and depth provides: "object_tokens"
   (their ViT tokens) or "object_readings" (what the parser read: attribute probabilities and
-  the center)."""
+  the center). `vit_overrides` go to the ViT either way."""
+  vit = shapes_vit(width, depth, **vit_overrides)
   if kind == "vit":
-    return shapes_vit(width, depth)
+    return vit
   if kind in ("object_tokens", "object_readings"):
-    return dict(type="object_tokens", image=shapes_vit(width, depth), hidden_dim=2 * width,
+    return dict(type="object_tokens", image=vit, hidden_dim=2 * width,
                 threshold=0.5, tokens="features" if kind == "object_tokens" else "reading")
   raise ValueError(f"Unknown Shapes image encoder {kind!r}; use 'vit', 'object_tokens' or "
                    "'object_readings'.")
