@@ -20,6 +20,12 @@ Arguments (`--config=configs/shapes_vqa_generative.py:ARG`, comma-separated key=
                             a decoder with cross-attention writes the answer)
   num_kv_heads=1            1: multi-query attention; 4: multi-head
   beam_size=1               1: greedy decoding in evaluation; more: beam search
+  image=vit                 vit, object_tokens or object_readings (the scene parser as the
+                            image encoder, only the cells it reads as objects kept: their ViT
+                            tokens or its readings; see configs/shapes_nlvr.py)
+  image_init=               a configs/shapes_scene_parser.py workdir to start the image
+                            encoder from (only it)
+  freeze_image=false        keep the image encoder as it starts
   tiny=false                a minute-long smoke-test setting
 """
 from ml_collections import config_dict
@@ -33,7 +39,8 @@ MODEL_INPUTS = "keep('image', 'text_tokens', 'text_mask', 'prefix_mask')"
 
 def get_config(arg: str | None = None):
   args = config_utils.parse_arg(arg, data="default", res=64, total_steps=3600, batch_size=128,
-                                model="paligemma", num_kv_heads=1, beam_size=1, tiny=False)
+                                model="paligemma", num_kv_heads=1, beam_size=1, tiny=False,
+                                image="vit", image_init="", freeze_image=False)
   config_utils.choices([args.model], ("paligemma", "pali"), "model")
   c = config_utils.shapes_base(args)
   image_pp = PP_IMAGE.format(res=args.res)
@@ -48,7 +55,7 @@ def get_config(arg: str | None = None):
   c.model = dict(
       type=args.model,
       # The classifier baseline's image encoder (configs/shapes_vqa.py).
-      image=config_utils.shapes_vit(width, depth),
+      image=config_utils.shapes_image_encoder(args.image, width, depth),
       decoder=config_utils.shapes_decoder(width, depth, args.num_kv_heads),
       dtype="float32")
   if args.model == "pali":
@@ -62,4 +69,6 @@ def get_config(arg: str | None = None):
       every_steps=0 if args.tiny else 500, max_examples=config_dict.placeholder(int),
       metric="soft"))
   c.checkpoint = dict(every_steps=10 if args.tiny else 500, keep=2)
+  config_utils.start_from(c, args.image_init, ["image_encoder"],
+                          frozen=["image_encoder"] if args.freeze_image else [])
   return c

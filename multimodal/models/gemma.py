@@ -256,7 +256,8 @@ def prefill(model: GemmaDecoder, params: Any, embeds: jax.Array, input_mask: jax
             prefix_mask: jax.Array, slots: int, context: jax.Array | None = None,
             context_mask: jax.Array | None = None
             ) -> tuple[jax.Array, list[LayerCache], jax.Array, jax.Array]:
-  """Runs the prefix (float[B, T, D] embeddings; bool[B, T] real tokens, right-padded; bool[B, T]
+  """Runs the prefix (float[B, T, D] embeddings; bool[B, T] real tokens, padding anywhere: at
+  the end, or between image and text where an encoder masks some image tokens; bool[B, T]
   prefix-LM prefix) into a new cache of `slots` >= T slots. A cross-attending decoder takes the
   encoder's output (float[B, N, D], bool[B, N]), whose keys and values the cache then keeps.
 
@@ -271,7 +272,8 @@ def prefill(model: GemmaDecoder, params: Any, embeds: jax.Array, input_mask: jax
   logits, cache = model.apply({"params": params}, embeds, token_positions(input_mask), mask,
                               cache, 0, context, context_mask)
   lengths = jnp.sum(input_mask, axis=1)
-  last = jnp.take_along_axis(logits, (lengths - 1)[:, None, None], axis=1)[:, 0]
+  last_index = jnp.argmax(jnp.where(input_mask, jnp.arange(length), -1), axis=1)
+  last = jnp.take_along_axis(logits, last_index[:, None, None], axis=1)[:, 0]
   key_mask = jnp.pad(input_mask.astype(bool), ((0, 0), (0, slots - length)))
   return last, cache, key_mask, lengths
 

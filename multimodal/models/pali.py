@@ -104,9 +104,10 @@ class Pali(nn.Module):
              ) -> tuple[jax.Array, jax.Array]:
     """-> (the encoder's output float[B, N + T, D] for N image tokens then the text, its real
     tokens bool[B, N + T]: the image and the prefix)."""
-    image = self.projector(self.image_encoder(batch["image"], train=train).tokens)
+    features = self.image_encoder(batch["image"], train=train)
     text = self.text_decoder.embed_tokens(batch["text_tokens"])
-    x, mask = paligemma.prepend_image(image, text, encoder_text_mask(batch))
+    x, mask = paligemma.prepend_image(self.projector(features.tokens), features.mask, text,
+                                      encoder_text_mask(batch))
     return self.encoder(x, mask, train=train), mask
 
   def __call__(self, batch: dict[str, jax.Array], *, train: bool) -> jax.Array:

@@ -53,9 +53,10 @@ class PaliGemma(nn.Module):
             ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """-> (embeddings float[B, N + T, D] for N image tokens then the text, input mask
     bool[B, N + T], prefix mask bool[B, N + T])."""
-    image = self.projector(self.image_encoder(batch["image"], train=train).tokens)
+    features = self.image_encoder(batch["image"], train=train)
     text = self.text_decoder.embed_tokens(batch["text_tokens"])
-    return prepend_image(image, text, batch["text_mask"], batch["prefix_mask"])
+    return prepend_image(self.projector(features.tokens), features.mask, text,
+                         batch["text_mask"], batch["prefix_mask"])
 
   def __call__(self, batch: dict[str, jax.Array], *, train: bool) -> jax.Array:
     """-> float32[B, T, V]: at each text position, the logits of the next token."""
@@ -79,12 +80,16 @@ def image_projector(width: int, dtype: jnp.dtype) -> nn.Dense:
                   bias_init=p.init(nn.initializers.zeros, "embed"))
 
 
-def prepend_image(image: jax.Array, text: jax.Array, *text_masks: jax.Array
-                  ) -> tuple[jax.Array, ...]:
-  """Image tokens float[B, N, D] placed before text embeddings float[B, T, D] -> (float[B, N + T,
-  D], then each bool[B, T] mask over the text extended to bool[B, N + T], True on the image)."""
+def prepend_image(image: jax.Array, image_mask: jax.Array, text: jax.Array,
+                  input_mask: jax.Array, *text_masks: jax.Array) -> tuple[jax.Array, ...]:
+  """Image tokens float[B, N, D] (bool[B, N]: the real ones; an encoder that keeps only some,
+  as `object_tokens` does, masks the rest) placed before text embeddings float[B, T, D] ->
+  (float[B, N + T, D], the real tokens bool[B, N + T] from the image's mask and the text's
+  `input_mask` bool[B, T], then each other bool[B, T] mask over the text extended to
+  bool[B, N + T], True on the image)."""
   ones = jnp.ones(image.shape[:2], bool)
   return (jnp.concatenate([image.astype(text.dtype), text], axis=1),
+          jnp.concatenate([image_mask.astype(bool), input_mask.astype(bool)], axis=1),
           *(jnp.concatenate([ones, m.astype(bool)], axis=1) for m in text_masks))
 
 
