@@ -150,19 +150,24 @@ NLVR_MAX_LEN = 16
 NLVR_INPUTS = "keep('left_image', 'right_image', 'text_tokens', 'text_mask', 'label')"
 
 
+SHAPES_MAX_OBJECT_TOKENS = 8  # the object tokens a Shapes scene-parser encoder hands on
+
+
 def shapes_image_encoder(kind: str, width: int, depth: int, **vit_overrides: Any
                          ) -> dict[str, Any]:
   """"vit" (`shapes_vit`), or the scene parser as an encoder (the same ViT and its per-cell
   heads; only the cells read as holding an object are kept), whose params a
   configs/shapes_scene_parser.py run of the same width and depth provides: "object_tokens"
   (their ViT tokens) or "object_readings" (what the parser read: attribute probabilities and
-  the center). `vit_overrides` go to the ViT either way."""
+  the center), at most SHAPES_MAX_OBJECT_TOKENS of them (a Shapes scene holds at most 6
+  objects). `vit_overrides` go to the ViT either way."""
   vit = shapes_vit(width, depth, **vit_overrides)
   if kind == "vit":
     return vit
   if kind in ("object_tokens", "object_readings"):
     return dict(type="object_tokens", image=vit, hidden_dim=2 * width,
-                threshold=0.5, tokens="features" if kind == "object_tokens" else "reading")
+                threshold=0.5, tokens="features" if kind == "object_tokens" else "reading",
+                max_tokens=SHAPES_MAX_OBJECT_TOKENS)
   raise ValueError(f"Unknown Shapes image encoder {kind!r}; use 'vit', 'object_tokens' or "
                    "'object_readings'.")
 

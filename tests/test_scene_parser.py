@@ -13,7 +13,7 @@ from configs import shapes_nlvr, shapes_scene_parser
 from multimodal import models
 from multimodal.data import pp
 from multimodal.evaluators.object_attributes import summarize
-from multimodal.models.scene_parser import reading_tokens
+from multimodal.models.scene_parser import likeliest_cells, reading_tokens
 from multimodal.tasks.object_attributes import ObjectAttributesTask, decode_objects
 from multimodal.training import trainer as trainer_lib
 
@@ -147,14 +147,23 @@ def test_nlvr_starts_from_a_scene_parser_run_and_keeps_its_encoder_frozen(tmp_pa
   assert any(not np.array_equal(trained[k], initial[k]) for k in trained
              if k.startswith("text_encoder/"))
 
-  # The encoder keeps exactly the cells the parser reads as holding an object.
-  reader = models.ENCODERS.build(config.model.image.to_dict())
+  # The encoder keeps exactly the cells the parser reads as holding an object, and with
+  # max_tokens the same tokens, gathered into fewer places.
+  spec = {**config.model.image.to_dict(), "max_tokens": None}
+  reader = models.ENCODERS.build(spec)
   variables = {"params": traverse_util.unflatten_dict(
       {k[len("image_encoder/"):]: v for k, v in parsed.items() if k in encoder}, sep="/")}
   images = jax.random.uniform(jax.random.key(1), (2, 64, 64, 3), minval=-1.0)
   features = reader.apply(variables, images, train=False)
   _, reading = reader.apply(variables, images, train=False, method=reader.read)
   np.testing.assert_array_equal(features.mask, jax.nn.sigmoid(reading["object"]) > 0.5)
+  kept = int(np.max(np.sum(features.mask, axis=1)))
+  few = models.ENCODERS.build({**spec, "max_tokens": max(kept, 1)}).apply(
+      variables, images, train=False)
+  assert few.tokens.shape[1] == max(kept, 1) < features.tokens.shape[1]
+  for i in range(2):
+    np.testing.assert_array_equal(few.tokens[i][few.mask[i]], features.tokens[i][features.mask[i]])
+  np.testing.assert_allclose(few.pooled, features.pooled, rtol=1e-6)
 
 
 def test_reading_tokens_hold_the_attribute_probabilities_and_the_center():
@@ -169,3 +178,18 @@ def test_reading_tokens_hold_the_attribute_probabilities_and_the_center():
     # sin(pi x), sin(pi y), cos(pi x), cos(pi y) of the center in image coordinates
     np.testing.assert_allclose(token[11:], [np.sin(np.pi * x), np.cos(np.pi * x),
                                             np.sin(np.pi * y), np.cos(np.pi * y)], atol=1e-5)
+
+
+def test_max_tokens_keeps_the_likeliest_kept_cells_in_grid_order():
+  tokens = jnp.arange(6, dtype=jnp.float32).reshape(1, 6, 1) * jnp.ones((2, 1, 1))
+  mask = jnp.asarray([[True, True, False, True, True, False], [False, True, False, False, False,
+                                                               False]])
+  logits = jnp.asarray([[0.1, 3.0, 9.0, 2.0, 5.0, 0.0], [0.0, 1.0, 0.0, 0.0, 0.0, 0.0]])
+  kept, kept_mask = likeliest_cells(tokens, mask, logits, 3)
+  # Cells 1, 3, 4 (cell 2 is likelier but not kept), in grid order; the second example has
+  # one real cell and two padding ones.
+  np.testing.assert_array_equal(kept[0, :, 0], [1, 3, 4])
+  assert bool(np.all(kept_mask[0])) and int(np.sum(kept_mask[1])) == 1
+  np.testing.assert_array_equal(kept[1][kept_mask[1]][:, 0], [1])
+  with pytest.raises(ValueError, match="max_tokens"):
+    likeliest_cells(tokens, mask, logits, 0)

@@ -41,6 +41,11 @@ class SceneReader(nn.Module):
     tokens: what an object token holds (as an encoder): "features" (the ViT's token), or
       "reading" (what the parser read there: each attribute's probabilities and the center's
       position as sin-cos features, as OSCAR gives its model the detector's object tags).
+    max_tokens: as an encoder, hand on only this many tokens: those of the cells most likely
+      to hold an object, in row-major order (masked as padding where fewer pass the
+      threshold), as detector-based models keep a fixed number of regions (36 in bottom-up
+      attention); the model after it then reads a sequence that long instead of the grid's.
+      None: every cell. Set it at or above the most objects a scene holds.
     dtype: compute dtype.
   """
   image: Spec
@@ -48,6 +53,7 @@ class SceneReader(nn.Module):
   hidden_dim: int = 256
   threshold: float = 0.5
   tokens: str = "features"
+  max_tokens: int | None = None
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -65,8 +71,8 @@ class SceneReader(nn.Module):
     return features, reading
 
   def __call__(self, images: jax.Array, *, train: bool) -> Features:
-    """images float[B, H, W, 3] -> tokens [B, N, D] (`tokens`), masked to the cells read as
-    holding an object; pooled: their mean."""
+    """images float[B, H, W, 3] -> tokens [B, N, D] (`tokens`; N: the grid's cells, or
+    max_tokens), masked to the cells read as holding an object; pooled: their mean."""
     features, reading = self.read(images, train=train)
     mask = features.mask & (jax.nn.sigmoid(reading["object"]) > self.threshold)
     if self.tokens == "features":
@@ -77,9 +83,24 @@ class SceneReader(nn.Module):
     else:
       raise ValueError(f"Unknown object token kind {self.tokens!r}; use 'features' or "
                        "'reading'.")
+    if self.max_tokens is not None and self.max_tokens < mask.shape[1]:
+      tokens, mask = likeliest_cells(tokens, mask, reading["object"], self.max_tokens)
     weights = mask.astype(tokens.dtype)[..., None]
     pooled = jnp.sum(tokens * weights, 1) / jnp.maximum(jnp.sum(weights, 1), 1.0)
     return Features(tokens=tokens, mask=mask, pooled=pooled)
+
+
+def likeliest_cells(tokens: jax.Array, mask: jax.Array, object_logits: jax.Array, k: int
+                    ) -> tuple[jax.Array, jax.Array]:
+  """The k cells with the highest object logits among the kept ones, in their grid order:
+  tokens float[B, N, D], mask bool[B, N], logits float[B, N] -> (float[B, k, D], bool[B, k])."""
+  if k < 1:
+    raise ValueError(f"max_tokens must be at least 1, got {k}.")
+  score = jnp.where(mask, object_logits, -jnp.inf)
+  _, cells = jax.lax.top_k(score, k)
+  cells = jnp.sort(cells, axis=1)  # row-major order, as without the limit
+  return (jnp.take_along_axis(tokens, cells[..., None], axis=1),
+          jnp.take_along_axis(mask, cells, axis=1))
 
 
 def reading_tokens(reading: dict[str, jax.Array], attributes: list[str],
