@@ -18,6 +18,9 @@ Arguments (`--config=configs/shapes_vqa_generative.py:ARG`, comma-separated key=
   model=paligemma           paligemma (one prefix-LM decoder over image, question and answer)
                             or pali (PaLI's encoder-decoder: an encoder over image and question,
                             a decoder with cross-attention writes the answer)
+  decoder_depth=4           the decoder's layers: 4, as many as the classifier baseline runs
+                            over the question (a 2-layer text encoder, 2 fusion layers); the
+                            tiny setting: 1
   num_kv_heads=1            1: multi-query attention; 4: multi-head
   beam_size=1               1: greedy decoding in evaluation; more: beam search
   image=vit                 vit, object_tokens or object_readings (the scene parser as the
@@ -39,7 +42,8 @@ MODEL_INPUTS = "keep('image', 'text_tokens', 'text_mask', 'prefix_mask')"
 
 def get_config(arg: str | None = None):
   args = config_utils.parse_arg(arg, data="default", res=64, total_steps=3600, batch_size=128,
-                                model="paligemma", num_kv_heads=1, beam_size=1, tiny=False,
+                                model="paligemma", decoder_depth=4, num_kv_heads=1, beam_size=1,
+                                tiny=False,
                                 image="vit", image_init="", freeze_image=False)
   config_utils.choices([args.model], ("paligemma", "pali"), "model")
   c = config_utils.shapes_base(args)
@@ -56,7 +60,8 @@ def get_config(arg: str | None = None):
       type=args.model,
       # The classifier baseline's image encoder (configs/shapes_vqa.py).
       image=config_utils.shapes_image_encoder(args.image, width, depth),
-      decoder=config_utils.shapes_decoder(width, depth, args.num_kv_heads),
+      decoder=config_utils.shapes_decoder(width, depth if args.tiny else args.decoder_depth,
+                                          args.num_kv_heads),
       dtype="float32")
   if args.model == "pali":
     c.model.encoder_depth = depth
