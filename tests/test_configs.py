@@ -159,3 +159,18 @@ def test_fusion_settings_are_listed_for_overrides():
   assert config.model.fusion.fusion_layer == 1 and config.model.fusion.n_bottlenecks == 4
   config = load(os.path.join(REPO, "configs", "shapes_vqa.py")).get_config("fusion=late")
   assert config.model.fusion.combine == "mean"
+
+
+def test_shapes_vqa_generative_over_object_readings():
+  config = load(os.path.join(REPO, "configs", "shapes_vqa_generative.py")).get_config(
+      "image=object_readings,image_init=/runs/parser,freeze_image=true")
+  assert config.model.image.type == "object_tokens" and config.model.image.max_tokens == 8
+  assert config.model.decoder.depth == 4
+  assert tuple(config.init.load) == ("image_encoder",) and config.init.params == "/runs/parser"
+  assert tuple(config.optimizer.frozen) == ("image_encoder",)
+  model = models.MODELS.build(config.model.to_dict(), vocab_size=160)
+  batch = dict(image=jnp.zeros((2, 64, 64, 3)), text_tokens=jnp.ones((2, 20), jnp.int32),
+               text_mask=jnp.ones((2, 20), bool), prefix_mask=jnp.ones((2, 20), bool))
+  logits, _ = jax.eval_shape(lambda: model.init_with_output(jax.random.key(0), batch,
+                                                            train=False))
+  assert logits.shape == (2, 20, 160)
