@@ -43,8 +43,7 @@ MODEL_INPUTS = "keep('image', 'text_tokens', 'text_mask', 'prefix_mask')"
 def get_config(arg: str | None = None):
   args = config_utils.parse_arg(arg, data="default", res=64, total_steps=3600, batch_size=128,
                                 model="paligemma", decoder_depth=4, num_kv_heads=1, beam_size=1,
-                                tiny=False,
-                                image="vit", image_init="", freeze_image=False)
+                                tiny=False, image="vit", image_init="", freeze_image=False)
   config_utils.choices([args.model], ("paligemma", "pali"), "model")
   c = config_utils.shapes_base(args)
   image_pp = PP_IMAGE.format(res=args.res)

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from multimodal.data.shapes.scenes import COLORS, SHAPES, SIZES
-from multimodal.models.features import Features
+from multimodal.models.features import Features, masked_mean
 from multimodal.models.fusion_vqa import compute_dtype
 from multimodal.models.registry import ENCODERS, MODELS
 from multimodal.models.transformer import dense, layer_norm
@@ -85,9 +85,7 @@ class SceneReader(nn.Module):
                        "'reading'.")
     if self.max_tokens is not None and self.max_tokens < mask.shape[1]:
       tokens, mask = likeliest_cells(tokens, mask, reading["object"], self.max_tokens)
-    weights = mask.astype(tokens.dtype)[..., None]
-    pooled = jnp.sum(tokens * weights, 1) / jnp.maximum(jnp.sum(weights, 1), 1.0)
-    return Features(tokens=tokens, mask=mask, pooled=pooled)
+    return Features(tokens=tokens, mask=mask, pooled=masked_mean(tokens, mask))
 
 
 def likeliest_cells(tokens: jax.Array, mask: jax.Array, object_logits: jax.Array, k: int
