@@ -47,6 +47,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every_steps = 50
   c.grad_accum_steps = 1     # micro-batches per step: the same update, 1/N of the activations
   c.on_nonfinite = "stop"    # a NaN/Inf loss or gradient: "stop" the run, or "skip" the step
+  # Keep an exponential moving average of the params, ema = d * ema + (1 - d) * params each
+  # step, which the evaluators then use (None or 0: none). None rather than 0.0 so that
+  # workdirs started before this setting existed still resume (workdir_config).
+  c.ema_decay = config_dict.placeholder(float)
   c.data = dict(name="", config="", split="train", shuffle_buffer=10_000,
                 data_dir=config_dict.placeholder(str),     # TFDS data dir (default ~/tensorflow_datasets)
                 manual_dir=config_dict.placeholder(str),   # a user's files, for real datasets

@@ -71,6 +71,20 @@ MODEL_IO = {
     "scene_parser": (dict(image=jnp.zeros((2, 32, 32, 3))),
                      {"object": (2, 16), "offset": (2, 16, 2), "shape": (2, 16, 3),
                       "color": (2, 16, 6), "size": (2, 16, 2)}),
+    "image_autoencoder": (dict(image=jnp.zeros((2, 32, 32, 3))),
+                          {"reconstruction": (2, 32, 32, 3), "codes": (2, 64),
+                           "code_counts": (2, 512), "losses": {"commitment": ()},
+                           "stats": {"restarted_codes": ()}}),
+    # 32 px through the 4x-downsampling tokenizer: 64 codes of 512.
+    **{name: (dict(image=jnp.zeros((2, 32, 32, 3)), text_tokens=jnp.ones((2, 8), jnp.int32),
+                   text_mask=jnp.ones((2, 8), bool)),
+              {"logits": (2, 64, 512), "targets": (2, 64), "weights": (2, 64)})
+       for name in ("dalle", "maskgit")},
+    # Diffusion: the noised input's prediction, its target and the timesteps drawn.
+    **{name: (dict(image=jnp.zeros((2, 32, 32, 3)), text_tokens=jnp.ones((2, 8), jnp.int32),
+                   text_mask=jnp.ones((2, 8), bool)),
+              {"prediction": (2, 32, 32, 3), "target": (2, 32, 32, 3), "t": (2,)})
+       for name in ("diffusion_unet", "dit")},
 }
 # The sizes each model type takes from its task, at vocab_size 50 and 11 answers.
 MODEL_KWARGS = {"paligemma": dict(vocab_size=50), "pali": dict(vocab_size=50),
@@ -78,7 +92,10 @@ MODEL_KWARGS = {"paligemma": dict(vocab_size=50), "pali": dict(vocab_size=50),
                 "fusion_nlvr": dict(num_classes=2, vocab_size=50),
                 "beit3_nlvr": dict(num_classes=2, vocab_size=50),
                 "beit3_mdm": dict(vocab_size=50, mask_id=4),
-                "scene_parser": dict(attributes=dict(shape=3, color=6, size=2))}
+                "scene_parser": dict(attributes=dict(shape=3, color=6, size=2)),
+                "image_autoencoder": dict(), "dalle": dict(vocab_size=50),
+                "maskgit": dict(vocab_size=50), "diffusion_unet": dict(vocab_size=50),
+                "dit": dict(vocab_size=50)}
 
 
 def test_there_are_configs():
@@ -86,7 +103,9 @@ def test_there_are_configs():
 
 
 @pytest.mark.parametrize("path,arg", [(p, None) for p in CONFIGS] + [
-    (os.path.join(REPO, "configs", "shapes_vqa_generative.py"), "model=pali")],
+    (os.path.join(REPO, "configs", "shapes_vqa_generative.py"), "model=pali"),
+    (os.path.join(REPO, "configs", "shapes_t2i_dalle.py"), "model=maskgit"),
+    (os.path.join(REPO, "configs", "shapes_t2i_diffusion.py"), "model=dit")],
     ids=lambda v: os.path.basename(v) if isinstance(v, str) and v.endswith(".py") else str(v))
 def test_config_loads_and_builds_its_model(path, arg):
   config = load(path).get_config(arg)

@@ -84,3 +84,41 @@ def test_merge_can_load_only_some_prefixes_and_ignore_the_rest_of_the_file():
     init_params.merge(params, {"encoder/kernel": np.ones((8, 3))}, load=("encoder",))
   with pytest.raises(ValueError, match="no params under"):
     init_params.merge(params, pretrained, load=("image_encoder",))
+
+
+def test_a_whole_run_loads_under_a_prefix_with_its_model_state(tmp_path):
+  """"ours=" puts another run's whole model (params and model state, e.g. a VQ codebook)
+  under one of our prefixes; "ours=theirs" renames a prefix."""
+  from multimodal.training.checkpoint import Checkpointer
+  from multimodal.training.train_state import TrainState
+  run = {"encoder": {"kernel": np.full((2, 3), 5.0, np.float32)}}
+  codebook = {"bottleneck": {"embedding": np.arange(8, dtype=np.float32).reshape(4, 2)}}
+  checkpointer = Checkpointer(str(tmp_path / "checkpoints"), every_steps=1, keep=1)
+  checkpointer.save(3, TrainState(step=jnp.int32(3), params=run, opt_state={},
+                                  skipped_steps=jnp.int32(0), model_state={"codebook": codebook}))
+  checkpointer.wait()
+  checkpointer.close()
+
+  ours = {"image_tokenizer": {"encoder": {"kernel": jnp.zeros((2, 3))}},
+          "head": {"kernel": jnp.ones((3,))}}
+  merged = init_params.merge(ours, init_params.load_flat(str(tmp_path)),
+                             load=("image_tokenizer=",))
+  np.testing.assert_array_equal(merged["image_tokenizer"]["encoder"]["kernel"], 5.0)
+  assert merged["head"]["kernel"] is ours["head"]["kernel"]
+  renamed = init_params.merge({"enc": {"kernel": jnp.zeros((2, 3))}}, {"encoder/kernel": run[
+      "encoder"]["kernel"]}, load=("enc=encoder",))
+  np.testing.assert_array_equal(renamed["enc"]["kernel"], 5.0)
+
+  state = init_params.load_model_state(str(tmp_path))
+  assert set(state) == {"codebook/bottleneck/embedding"}
+  our_state = {"codebook": {"image_tokenizer": {"bottleneck": {"embedding": jnp.zeros((4, 2))}}},
+               "other": {"head": {"count": jnp.zeros(())}}}
+  loaded = init_params.merge_model_state(our_state, state, load=("image_tokenizer=",))
+  np.testing.assert_array_equal(loaded["codebook"]["image_tokenizer"]["bottleneck"]["embedding"],
+                                codebook["bottleneck"]["embedding"])
+  assert loaded["other"] is our_state["other"]  # nothing under the prefix: kept
+  assert init_params.merge_model_state(our_state, state) is our_state  # no `load`: params only
+  assert init_params.load_model_state(str(tmp_path / "pretrained.npz")) == {}
+  with pytest.raises(ValueError, match="(?s)collection 'codebook'.*a model state array of the "
+                                       "model, not in the file: image_tokenizer/bottleneck"):
+    init_params.merge_model_state(our_state, {}, load=("image_tokenizer=",))

@@ -37,10 +37,10 @@ class CaptioningEvaluator(common.SplitEvaluator):
     super().__init__(context, name, split, pp, batch_size, every_steps, max_examples)
     self.write_predictions = write_predictions
 
-  def run(self, params: Any, step: int) -> dict[str, float]:
+  def run(self, variables: Any, step: int) -> dict[str, float]:
     records = []
     for batch, predictions in common.predicted_batches(
-        self.context, params, split=self.split, pp=self.pp, batch_size=self.batch_size,
+        self.context, variables, split=self.split, pp=self.pp, batch_size=self.batch_size,
         extras=raw_captions):
       for valid, tokens, references in zip(batch["_valid"], predictions["answer_tokens"],
                                            batch["_captions"]):

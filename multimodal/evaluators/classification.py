@@ -54,10 +54,10 @@ class ClassificationEvaluator(common.SplitEvaluator):
     keys = (*self.group_by, *([self.text_key] if self.text_key else []))
     return {f"_{k}": example[k] for k in keys}
 
-  def run(self, params: Any, step: int) -> dict[str, float]:
+  def run(self, variables: Any, step: int) -> dict[str, float]:
     records = []
     for batch, predictions in common.predicted_batches(
-        self.context, params, split=self.split, pp=self.pp, batch_size=self.batch_size,
+        self.context, variables, split=self.split, pp=self.pp, batch_size=self.batch_size,
         extras=self._extras):
       for i in np.flatnonzero(batch["_valid"]):
         record = {k: self.names[k](batch[f"_{k}"][i]) for k in self.group_by}

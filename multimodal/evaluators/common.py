@@ -39,7 +39,7 @@ class SplitEvaluator:
     self.every_steps = every_steps
 
 
-def predicted_batches(context: EvalContext, params: Any, *, split: str, pp: str,
+def predicted_batches(context: EvalContext, variables: Any, *, split: str, pp: str,
                       batch_size: int,
                       extras: Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]] | None = None,
                       where: Mapping[str, Sequence[str]] | None = None,
@@ -50,6 +50,7 @@ def predicted_batches(context: EvalContext, params: Any, *, split: str, pp: str,
   Batches are padded to the host's share of `batch_size`; `batch["_valid"]` marks the real
   rows. `extras` keeps strings beside the model inputs (see `pipeline.make_dataset`); `edit`
   changes a host batch in place before it goes to the model (e.g. removes a modality).
+  `variables` go to `context.predict` (see `EvalContext`).
   """
   local_batch = pipeline.host_batch_size(batch_size)
   ds = pipeline.make_dataset(context.builder, split=split, pp=pp, batch_size=local_batch,
@@ -57,15 +58,15 @@ def predicted_batches(context: EvalContext, params: Any, *, split: str, pp: str,
   for batch in padded_batches(ds.as_numpy_iterator(), local_batch):
     if edit is not None:
       edit(batch)
-    yield batch, predict_host_rows(context, params, batch)
+    yield batch, predict_host_rows(context, variables, batch)
 
 
-def predict_host_rows(context: EvalContext, params: Any, inputs: HostBatch
+def predict_host_rows(context: EvalContext, variables: Any, inputs: HostBatch
                       ) -> dict[str, np.ndarray]:
   """The predictions for this host's rows of a global batch (every host gives as many rows;
   string features stay on the host)."""
   rows = len(next(iter(inputs.values())))
-  predictions = context.predict(params, pipeline.to_global(inputs, context.batch_sharding))
+  predictions = context.predict(variables, pipeline.to_global(inputs, context.batch_sharding))
   return {k: local_rows(v, rows) for k, v in predictions.items()}
 
 

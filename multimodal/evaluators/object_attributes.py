@@ -41,11 +41,11 @@ class ObjectAttributesEvaluator(common.SplitEvaluator):
   found), `count_accuracy` (images whose object count is read exactly) and `scene_accuracy`
   (images read entirely right, nothing invented)."""
 
-  def run(self, params: Any, step: int) -> dict[str, float]:
+  def run(self, variables: Any, step: int) -> dict[str, float]:
     del step
     rows = []
     for batch, predictions in common.predicted_batches(
-        self.context, params, split=self.split, pp=self.pp, batch_size=self.batch_size):
+        self.context, variables, split=self.split, pp=self.pp, batch_size=self.batch_size):
       valid = batch["_valid"]
       rows.append(np.stack([predictions[k][valid] for k in COUNTS], axis=-1))
     rows = common.allgather_rows(np.concatenate(rows).astype(np.float64))

@@ -34,7 +34,7 @@ class RetrievalEvaluator(common.SplitEvaluator):
     super().__init__(context, name, split, pp, batch_size, every_steps, max_examples)
     self.ks = tuple(ks)
 
-  def embeddings(self, params: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  def embeddings(self, variables: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(image float32[I, E], text float32[I * K, E], text_image int[I * K]: each text's
     image), over the whole split and every host."""
     local_batch = pipeline.host_batch_size(self.batch_size)
@@ -46,11 +46,11 @@ class RetrievalEvaluator(common.SplitEvaluator):
         raise ValueError("The retrieval pp must give each image all of its captions: "
                          f"text_tokens [K, T] per image, got {batch['text_tokens'].shape[1:]}.")
       valid = batch["_valid"]
-      image = common.predict_host_rows(self.context, params, {"image": batch["image"]})
+      image = common.predict_host_rows(self.context, variables, {"image": batch["image"]})
       images.append(image["image_embedding"][valid])
       tokens, mask = batch["text_tokens"], batch["text_mask"]
       per_image = tokens.shape[1]
-      text = common.predict_host_rows(self.context, params, {
+      text = common.predict_host_rows(self.context, variables, {
           "text_tokens": tokens.reshape(-1, tokens.shape[-1]),
           "text_mask": mask.reshape(-1, mask.shape[-1])})
       texts.append(text["text_embedding"].reshape(len(valid), per_image, -1)[valid])
@@ -59,9 +59,9 @@ class RetrievalEvaluator(common.SplitEvaluator):
     text_image = np.repeat(np.arange(len(image)), text.shape[1])
     return image, text.reshape(-1, text.shape[-1]), text_image
 
-  def run(self, params: Any, step: int) -> dict[str, float]:
+  def run(self, variables: Any, step: int) -> dict[str, float]:
     del step
-    image, text, text_image = self.embeddings(params)
+    image, text, text_image = self.embeddings(variables)
     metrics = retrieval_metrics.recall_at_k(image, text, text_image, self.ks)
     metrics.update(num_images=float(len(image)), num_texts=float(len(text)))
     return metrics

@@ -44,18 +44,18 @@ class VqaEvaluator(common.SplitEvaluator):
     self.missing_modalities = tuple(missing_modalities)
     self.where = where
 
-  def run(self, params: Any, step: int) -> dict[str, float]:
-    records = self._records(params)
+  def run(self, variables: Any, step: int) -> dict[str, float]:
+    records = self._records(variables)
     if self.write_predictions:
       common.write_predictions(self.context.workdir, self.name, step, records)
     metrics = accuracy_by_type(records)
     for modality in self.missing_modalities:
-      without = accuracy_by_type(self._records(params, missing=modality))
+      without = accuracy_by_type(self._records(variables, missing=modality))
       metrics.update({f"missing_{modality}/{k}": v for k, v in without.items()
                       if k != "num_examples"})
     return metrics
 
-  def _records(self, params: Any, missing: str | None = None) -> list[dict[str, Any]]:
+  def _records(self, variables: Any, missing: str | None = None) -> list[dict[str, Any]]:
     """Every example's prediction and score, from all hosts; with `missing`, that modality
     is removed from every example."""
     def remove_modality(batch: common.HostBatch) -> None:
@@ -63,7 +63,7 @@ class VqaEvaluator(common.SplitEvaluator):
 
     records = []
     for batch, predictions in common.predicted_batches(
-        self.context, params, split=self.split, pp=self.pp, batch_size=self.batch_size,
+        self.context, variables, split=self.split, pp=self.pp, batch_size=self.batch_size,
         extras=raw_text, where=self.where, edit=remove_modality if missing else None):
       for i, (prediction, score) in enumerate(self._scored_answers(predictions, batch)):
         if batch["_valid"][i]:

@@ -39,7 +39,7 @@ class ZeroShotClassificationEvaluator(common.SplitEvaluator):
     self.class_texts = list(class_texts)
     self.text_pp = pp_lib.parse(text_pp)
 
-  def class_embeddings(self, params: Any) -> np.ndarray:
+  def class_embeddings(self, variables: Any) -> np.ndarray:
     """float32[C, E]: the class texts' embeddings (padded to a multiple of the devices for
     the model, then cut back)."""
     inputs = self.text_pp({"text": tf.constant(self.class_texts)})
@@ -47,16 +47,16 @@ class ZeroShotClassificationEvaluator(common.SplitEvaluator):
     rows = -(-len(self.class_texts) // jax.device_count()) * jax.device_count()
     padded = {k: np.concatenate([v, np.repeat(v[:1], rows - len(v), axis=0)])
               for k, v in inputs.items()}
-    embeddings = common.predict_host_rows(self.context, params, padded)["text_embedding"]
+    embeddings = common.predict_host_rows(self.context, variables, padded)["text_embedding"]
     return embeddings[:len(self.class_texts)]
 
-  def run(self, params: Any, step: int) -> dict[str, float]:
+  def run(self, variables: Any, step: int) -> dict[str, float]:
     del step
-    classes = self.class_embeddings(params)
+    classes = self.class_embeddings(variables)
     k = min(5, len(self.class_texts))
     hits, hits_top_k = [], []
     for batch, predictions in common.predicted_batches(
-        self.context, params, split=self.split, pp=self.pp, batch_size=self.batch_size):
+        self.context, variables, split=self.split, pp=self.pp, batch_size=self.batch_size):
       counted = batch["_valid"] & (batch["label"] >= 0)
       scores = predictions["image_embedding"] @ classes.T  # [b, C]
       # Rank of the true class; ties count against it (a constant model scores nothing).

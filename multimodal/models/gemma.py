@@ -278,14 +278,20 @@ def prefill(model: GemmaDecoder, params: Any, embeds: jax.Array, input_mask: jax
   return last, cache, key_mask, lengths
 
 
-def step_fn(model: GemmaDecoder, params: Any, context_mask: jax.Array | None = None
+def step_fn(model: GemmaDecoder, params: Any, context_mask: jax.Array | None = None,
+            embed: Callable[[jax.Array, jax.Array], jax.Array] | None = None
             ) -> Callable[..., tuple[jax.Array, Any]]:
   """The decoding step (multimodal.models.decoding.StepFn) of the decoder with `params`; a
   cross-attending decoder takes the encoder's mask bool[B, N] (its keys and values are in the
   cache). The mask stays fixed per row: beam search reorders rows only among one example's
-  beams, which share it."""
+  beams, which share it. `embed` (tokens int[B], slot) -> float[B', 1, D] replaces the
+  decoder's own `embed_tokens` for a caller with embeddings of its own (e.g. position
+  embeddings added, or each row fed twice for classifier-free guidance)."""
   def step(tokens, positions, cache, slot, key_mask):
-    x = model.apply({"params": params}, tokens[:, None], method=GemmaDecoder.embed_tokens)
+    if embed is not None:
+      x = embed(tokens, slot)
+    else:
+      x = model.apply({"params": params}, tokens[:, None], method=GemmaDecoder.embed_tokens)
     logits, cache = model.apply({"params": params}, x, positions[:, None],
                                 key_mask[:, None, :], cache, slot, None, context_mask)
     return logits[:, 0], cache

@@ -32,7 +32,9 @@ class GenerativeTask(Protocol):
   """A task whose predictions are decoded (many forward passes), not read off one."""
 
   def generate(self, model: Any, params: Any, batch: Batch) -> dict[str, jax.Array]:
-    """Per-example predictions decoded on the device; runs inside jit."""
+    """Per-example predictions decoded on the device; runs inside jit. For a model with
+    state (`TrainState.model_state`), it is also passed as `model_state=` (a dict of
+    collections, for `model.apply({"params": params, **model_state}, ...)`)."""
 
 
 TASKS = Registry("task")

@@ -5,6 +5,7 @@ killed mid-save keeps its previous checkpoint intact.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -40,9 +41,18 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"No checkpoint in {self.directory}.")
-    check_matches(self.manager.item_metadata(step), state_template, self.directory, step)
+    metadata = self.manager.item_metadata(step)
+    check_matches(metadata, state_template, self.directory, step)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_template)
-    return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    if not dataclasses.is_dataclass(abstract):
+      return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    # Fields added to the state later (TrainState.model_state, ema_params) are missing from
+    # older checkpoints; check_matches allowed that only where they hold no arrays ({}, None),
+    # and they keep the template's value.
+    fields = {f.name: getattr(abstract, f.name) for f in dataclasses.fields(abstract)
+              if f.name in metadata.tree}
+    restored = self.manager.restore(step, args=ocp.args.StandardRestore(fields))
+    return dataclasses.replace(state_template, **restored)
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

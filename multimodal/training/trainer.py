@@ -9,6 +9,7 @@ import json
 import time
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -22,6 +23,7 @@ from multimodal.training import init_params, preemption, sharding, workdir_confi
 from multimodal.training.checkpoint import Checkpointer
 from multimodal.training.optimizer import learning_rate_schedule, make_optimizer
 from multimodal.training.progress import Progress, format_duration
+from multimodal.training.task_methods import make_task_fn
 from multimodal.training.train_state import create_sharded_state
 from multimodal.training.train_step import make_predict, make_train_step
 
@@ -33,6 +35,9 @@ class Trainer:
                allow_config_change: bool = False):
     if config.on_nonfinite not in ("stop", "skip"):
       raise ValueError(f"on_nonfinite must be 'stop' or 'skip', got {config.on_nonfinite!r}.")
+    self.ema_decay = float(config.get("ema_decay") or 0.0)
+    if not 0.0 <= self.ema_decay < 1.0:
+      raise ValueError(f"config.ema_decay must be in [0, 1) (0: no EMA), got {self.ema_decay}.")
     self.config = config
     self.workdir = workdir
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # local, gs://, ...
@@ -51,7 +56,7 @@ class Trainer:
     rng = jax.random.key(config.seed)
     self.state, self.state_shardings = create_sharded_state(
         self.model, self.optimizer, self._example_batch(), jax.random.fold_in(rng, 0),
-        self.mesh, self.rules)
+        self.mesh, self.rules, ema=self.ema_decay > 0)
     logging.info("Model %s: %s parameters.", config.model.type,
                  f"{sum(x.size for x in jax.tree.leaves(self.state.params)):,}")
     replicated = sharding.replicated(self.mesh)
@@ -60,11 +65,14 @@ class Trainer:
         learning_rate_schedule(config.optimizer, config.total_steps),
         jax.random.fold_in(rng, 1), self.state_shardings, self.batch_sharding, replicated,
         grad_accum_steps=config.grad_accum_steps,
-        frozen=tuple(config.optimizer.get("frozen", ())))
-    predict = make_predict(self.model, self.task, self.state_shardings.params,
+        frozen=tuple(config.optimizer.get("frozen", ())), ema_decay=self.ema_decay)
+    predict = make_predict(self.model, self.task, self.state_shardings.eval_variables(),
                            self.batch_sharding, replicated)
     context = EvalContext(builder=self.builder, task=self.task, predict=predict,
-                          batch_sharding=self.batch_sharding, workdir=workdir)
+                          batch_sharding=self.batch_sharding, workdir=workdir,
+                          task_fn=make_task_fn(self.model, self.task,
+                                               self.state_shardings.eval_variables(),
+                                               self.batch_sharding, replicated))
     self.evaluators = {name: EVALUATORS.build(spec, context=context, name=name)
                        for name, spec in config.evals.items()}
     self.writer = metric_writers.create_default_writer(
@@ -108,9 +116,20 @@ class Trainer:
     end = config.total_steps if stop_at is None else min(stop_at, config.total_steps)
     start = self.restore()
     if start == 0 and config.init.params:
-      self.state = self.state.replace(params=init_params.merge(
-          self.state.params, init_params.load_flat(config.init.params), config.init.skip,
-          config.init.get("load", ())))
+      # With init.load, also the model state under the loaded prefixes (e.g. a frozen
+      # tokenizer's codebook); else params only, the model state keeps its initialisation.
+      load = config.init.get("load", ())
+      params = init_params.merge(self.state.params, init_params.load_flat(config.init.params),
+                                 config.init.skip, load)
+      model_state = self.state.model_state
+      if load and model_state:
+        model_state = init_params.merge_model_state(
+            model_state, init_params.load_model_state(config.init.params), config.init.skip,
+            load)
+      # The EMA starts at the loaded params: a copy, as the train step donates the state's
+      # buffers (one buffer cannot be donated twice).
+      ema = None if self.state.ema_params is None else jax.tree.map(jnp.copy, params)
+      self.state = self.state.replace(params=params, ema_params=ema, model_state=model_state)
       logging.info("Initialised the params from %s (loaded: %s; kept random: %s).",
                    config.init.params, list(config.init.get("load", ())) or "all",
                    list(config.init.skip) or "none")
@@ -173,9 +192,18 @@ class Trainer:
 
   def _run_eval(self, name: str, step: int) -> dict[str, float]:
     evaluator = self.evaluators[name]
-    metrics = evaluator.run(self.state.params, step)
+    metrics = evaluator.run(self.state.eval_variables(), step)
+    self._write_eval_images(name, step)
     # Keyed by the evaluator's name (by convention its split, e.g. "validation").
     return {f"{name}/{self.config.evals[name].type}/{k}": v for k, v in metrics.items()}
+
+  def _write_eval_images(self, name: str, step: int) -> None:
+    """Writes what the evaluator drew in its last run (`evaluator.images`: name ->
+    uint8[N, H, W, 3], e.g. a sample grid), if anything, as TensorBoard images."""
+    images = getattr(self.evaluators[name], "images", None)
+    if images:
+      prefix = f"{name}/{self.config.evals[name].type}"
+      self.writer.write_images(step, {f"{prefix}/{k}": v for k, v in images.items()})
 
   def _write_eval(self, step: int, metrics: dict[str, float]) -> None:
     self.writer.write_scalars(step, metrics)

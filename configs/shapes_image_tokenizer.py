@@ -1,0 +1,57 @@
+"""The image tokenizer of the text-to-image models, trained on the Shapes scenes' images.
+
+  python -m multimodal.main --config=configs/shapes_image_tokenizer.py:quantizer=vq \
+      --workdir=/tmp/image_tokenizer_vq
+
+A convolutional autoencoder (models/image_autoencoder/) whose bottleneck is a VQ-VAE codebook
+with EMA updates and dead-code restarts (quantizer=vq), DALL-E's Gumbel-softmax dVAE
+(quantizer=gumbel), or the continuous Gaussian latents latent diffusion uses (quantizer=kl);
+res x res images become a (res / 4) x (res / 4) grid of codes (or of 4-channel latents).
+Trained on reconstruction plus the bottleneck's terms (tasks/image_autoencoder.py); reports
+recon_mse, PSNR, and the codes' perplexity and codebook usage on the validation split. The
+DALL-E and diffusion configs load its run as their frozen tokenizer.
+
+Arguments (`--config=configs/shapes_image_tokenizer.py:ARG`, comma-separated key=value):
+  quantizer=vq|gumbel|kl    the bottleneck
+  data=default|small|tiny   the shapes_captions builder config (50k / 10k / 128 images)
+  res=32                    image resolution (a multiple of 4)
+  codes=512                 codebook size (vq, gumbel)
+  total_steps=3000          training steps
+  batch_size=64             global batch size
+  tiny=false                a seconds-long smoke-test setting
+"""
+from ml_collections import config_dict
+
+from multimodal import config_utils
+
+CODE_DIM = {"vq": 32, "gumbel": 64, "kl": 4}  # the codes' width, or the latent channels (kl)
+
+
+def get_config(arg: str | None = None):
+  args = config_utils.parse_arg(arg, quantizer="vq", data="default", res=32, codes=512,
+                                total_steps=3000, batch_size=64, tiny=False)
+  config_utils.choices([args.quantizer], tuple(CODE_DIM), "quantizer")
+  c = config_utils.shapes_base(args, dataset="shapes_captions")
+  c.pp_train = f"decode|resize({args.res})|value_range(-1, 1)|keep('image')"
+  c.task = dict(type="image_autoencoder", reconstruction="mse")
+  c.model = dict(type="image_autoencoder", quantizer=args.quantizer, image_size=args.res,
+                 channels=16 if args.tiny else 64, channel_multipliers=(1, 2, 2),
+                 blocks_per_level=1, norm_groups=8, codebook_size=args.codes,
+                 code_dim=CODE_DIM[args.quantizer],
+                 # vq
+                 beta=0.25, ema_decay=0.99, restart_threshold=1.0, data_init=True,
+                 normalize_codes=False,
+                 # gumbel: the relaxation's temperature; gumbel and kl: the KL's weight
+                 temperature=1.0, kl_weight=config_dict.placeholder(float),
+                 # kl: encode_latents' scale (about 1 / the latent_std training metric)
+                 latent_scale=1.0, dtype="float32")
+
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.warmup_steps = 2 if args.tiny else 100
+  c.optimizer.weight_decay = 0.0
+  c.evals = dict(validation=dict(
+      type="image_reconstruction", split="validation", pp=c.pp_train,
+      batch_size=32 if args.tiny else 250, every_steps=0 if args.tiny else 500,
+      max_examples=config_dict.placeholder(int)))
+  c.checkpoint = dict(every_steps=10 if args.tiny else 500, keep=2)
+  return c
