@@ -45,20 +45,9 @@ Arguments (`--config=configs/shapes_t2i_dalle.py:ARG`, comma-separated key=value
   batch_size=64             global batch size
   tiny=false                a minute-long smoke-test setting (tiny model and data, few steps)
 """
-import importlib.util
-import json
-import os
-
 from absl import logging
-from ml_collections import config_dict
 
 from multimodal import config_utils
-
-TOKENIZER = "shapes_vl"
-MAX_LEN = 24  # BOS and the longest caption (23 pieces).
-MODEL_INPUTS = "keep('image', 'text_tokens', 'text_mask')"
-TOKENIZER_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                "shapes_image_tokenizer.py")
 
 
 def get_config(arg: str | None = None):
@@ -70,10 +59,8 @@ def get_config(arg: str | None = None):
   config_utils.choices([args.model], ("dalle", "maskgit"), "model")
   config_utils.choices([args.quantizer], ("vq", "gumbel"), "quantizer")
   c = config_utils.shapes_base(args, dataset="shapes_captions")
-  c.pp_train = (f"{config_utils.image_pp(args.res)}|choice('captions', out_key='caption')|"
-                f"tok(max_len={MAX_LEN}, model={TOKENIZER!r}, key='caption', "
-                f"out_key='text_tokens', mask_key='text_mask')|{MODEL_INPUTS}")
-  c.task = dict(type="text_to_image_tokens", tokenizer=TOKENIZER, temperature=args.temperature,
+  c.pp_train = config_utils.shapes_t2i_pp(args.res)
+  c.task = dict(type="text_to_image_tokens", tokenizer=config_utils.T2I_TOKENIZER, temperature=args.temperature,
                 top_k=args.top_k, top_p=args.top_p, guidance_scale=args.guidance,
                 steps=args.steps, choice_temperature=4.5)
 
@@ -87,17 +74,7 @@ def get_config(arg: str | None = None):
   c.optimizer.learning_rate = 1e-3
   c.optimizer.warmup_steps = 2 if args.tiny else 200
   c.optimizer.weight_decay = 1e-4
-  c.evals = dict(conditioning=dict(
-      type="conditioning", split="validation", pp=c.pp_train,
-      batch_size=16 if args.tiny else 250, every_steps=0 if args.tiny else 1000,
-      max_examples=config_dict.placeholder(int)))
-  if args.classifier:
-    c.evals.text_to_image = dict(
-        type="text_to_image", classifier_workdir=args.classifier,
-        real_pp=f"{config_utils.image_pp(args.res)}|keep('image')", real_split="validation",
-        max_real=config_dict.placeholder(int), prompts_per_kind=2 if args.tiny else 20,
-        samples_per_prompt=2 if args.tiny else 4, batch_size=16 if args.tiny else 64,
-        tokenizer=TOKENIZER, max_len=MAX_LEN, every_steps=0)
+  c.evals = config_utils.shapes_t2i_evals(c.pp_train, args.res, args.classifier, args.tiny)
   c.checkpoint = dict(every_steps=10 if args.tiny else 500, keep=2)
   return c
 
@@ -105,29 +82,10 @@ def get_config(arg: str | None = None):
 def image_tokenizer(args) -> dict:
   """The image tokenizer's settings: those its run (tokenizer_init) was trained with, or
   (no run) configs/shapes_image_tokenizer.py's for `quantizer` (its tiny ones when tiny)."""
-  if args.tokenizer_init:
-    path = os.path.join(args.tokenizer_init, "config.json")
-    if not os.path.exists(path):
-      raise FileNotFoundError(f"tokenizer_init: no {path}; give the workdir of a "
-                              "configs/shapes_image_tokenizer.py run (quantizer=vq or gumbel).")
-    with open(path) as f:
-      # JSON has lists where the config had tuples.
-      spec = {k: tuple(v) if isinstance(v, list) else v
-              for k, v in json.load(f)["model"].items()}
-  else:
-    if not args.tiny:
-      logging.warning("shapes_t2i_dalle: no tokenizer_init, so the image tokenizer stays at "
-                      "its random initialisation (smoke tests only).")
-    loader = importlib.util.spec_from_file_location("shapes_image_tokenizer", TOKENIZER_CONFIG)
-    module = importlib.util.module_from_spec(loader)
-    loader.loader.exec_module(module)
-    tiny = ",tiny=true" if args.tiny else ""
-    spec = module.get_config(f"quantizer={args.quantizer},res={args.res}{tiny}").model.to_dict()
-  if spec.get("type") != "image_autoencoder" or spec.get("quantizer") not in ("vq", "gumbel"):
-    raise ValueError(f"tokenizer_init: the run's model is {spec.get('type')!r} with quantizer "
-                     f"{spec.get('quantizer')!r}; discrete image tokens need an "
-                     "image_autoencoder with quantizer=vq or gumbel.")
-  if spec.get("image_size") != args.res:
-    raise ValueError(f"tokenizer_init: the tokenizer was trained at image_size "
-                     f"{spec.get('image_size')}, this run's res is {args.res}.")
-  return spec
+  if not args.tokenizer_init and not args.tiny:
+    logging.warning("shapes_t2i_dalle: no tokenizer_init, so the image tokenizer stays at "
+                    "its random initialisation (smoke tests only).")
+  tiny = ",tiny=true" if args.tiny else ""
+  return config_utils.image_autoencoder_settings(
+      args.tokenizer_init, "tokenizer_init", ("vq", "gumbel"), args.res,
+      stand_in=f"quantizer={args.quantizer},res={args.res}{tiny}")

@@ -1,7 +1,10 @@
 """Text-to-image diffusion on the built-in Shapes scenes: a UNet or a DiT that denoises the
 image (or a frozen autoencoder's latents) given one of its captions.
 
-  python -m multimodal.main --config=configs/shapes_t2i_diffusion.py --workdir=/tmp/t2i_unet
+  # the attribute classifier that checks the samples against their prompts
+  python -m multimodal.main --config=configs/shapes_scene_parser.py --workdir=/tmp/scene_parser
+  python -m multimodal.main --config=configs/shapes_t2i_diffusion.py:classifier=/tmp/scene_parser \
+      --workdir=/tmp/t2i_unet
   # latent diffusion: train the kl autoencoder first, then diffuse in its latents
   python -m multimodal.main --config=configs/shapes_image_tokenizer.py:quantizer=kl \
       --workdir=/tmp/image_tokenizer_kl
@@ -11,7 +14,9 @@ image (or a frozen autoencoder's latents) given one of its captions.
 
 Each training example is a res x res image in [-1, 1] and one of its five captions, drawn
 anew each time the image is seen; with probability prompt_dropout the caption is dropped (for
-classifier-free guidance at sampling).
+classifier-free guidance at sampling). Evaluation: the loss with the true, a shuffled and the
+empty caption ("conditioning"), and with classifier= the prompt-match accuracy, FID and a
+sample grid ("text_to_image", at the end), all from the EMA weights.
 
 Arguments (`--config=configs/shapes_t2i_diffusion.py:ARG`, comma-separated key=value):
   data=default|small|tiny   the shapes_captions builder config (50k / 10k / 128 images)
@@ -21,6 +26,8 @@ Arguments (`--config=configs/shapes_t2i_diffusion.py:ARG`, comma-separated key=v
   autoencoder_init=         (latent) a configs/shapes_image_tokenizer.py:quantizer=kl workdir:
                             its config gives the autoencoder's settings, its checkpoint the
                             params (kept frozen); needed unless tiny=true
+  classifier=               a configs/shapes_scene_parser.py workdir: adds the text_to_image
+                            evaluator (prompt match per prompt kind, FID, sample grid)
   prediction=eps|v|x0       what the network predicts
   schedule=cosine|linear    the noise schedule (1000 timesteps)
   prompt_dropout=0.1        training: the probability that an example's caption is removed
@@ -32,24 +39,14 @@ Arguments (`--config=configs/shapes_t2i_diffusion.py:ARG`, comma-separated key=v
   batch_size=64             global batch size
   tiny=false                a minute-long smoke-test setting (tiny model and data, few steps)
 """
-import importlib.util
-import json
-import os
-
 from multimodal import config_utils
 from multimodal.models.diffusion.samplers import SAMPLERS
 from multimodal.models.diffusion.schedules import PREDICTIONS, SCHEDULES
 
-TOKENIZER = "shapes_vl"
-MAX_LEN = 24  # BOS and the longest caption (23 pieces).
-MODEL_INPUTS = "keep('image', 'text_tokens', 'text_mask')"
-AUTOENCODER_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                  "shapes_image_tokenizer.py")
-
 
 def get_config(arg: str | None = None):
   args = config_utils.parse_arg(arg, data="default", res=32, model="unet", space="pixel",
-                                autoencoder_init="", prediction="eps", schedule="cosine",
+                                autoencoder_init="", classifier="", prediction="eps", schedule="cosine",
                                 prompt_dropout=0.1, sampler="ddim", sample_steps=50,
                                 guidance=3.0, ema_decay=0.999, total_steps=6000,
                                 batch_size=64, tiny=False)
@@ -59,10 +56,8 @@ def get_config(arg: str | None = None):
   config_utils.choices([args.schedule], SCHEDULES, "schedule")
   config_utils.choices([args.sampler], SAMPLERS, "sampler")
   c = config_utils.shapes_base(args, dataset="shapes_captions")
-  c.pp_train = (f"{config_utils.image_pp(args.res)}|choice('captions', out_key='caption')|"
-                f"tok(max_len={MAX_LEN}, model={TOKENIZER!r}, key='caption', "
-                f"out_key='text_tokens', mask_key='text_mask')|{MODEL_INPUTS}")
-  c.task = dict(type="diffusion", tokenizer=TOKENIZER, sampler=args.sampler,
+  c.pp_train = config_utils.shapes_t2i_pp(args.res)
+  c.task = dict(type="diffusion", tokenizer=config_utils.T2I_TOKENIZER, sampler=args.sampler,
                 sample_steps=args.sample_steps, guidance_scale=args.guidance)
 
   latent = args.space == "latent"
@@ -82,7 +77,7 @@ def get_config(arg: str | None = None):
   c.optimizer.learning_rate = 5e-4
   c.optimizer.warmup_steps = 2 if args.tiny else 200
   c.optimizer.weight_decay = 0.0
-  c.evals = dict()
+  c.evals = config_utils.shapes_t2i_evals(c.pp_train, args.res, args.classifier, args.tiny)
   c.checkpoint = dict(every_steps=10 if args.tiny else 500, keep=2)
   # EMA of the weights, which sampling (the evaluators) uses.
   c.ema_decay = args.ema_decay
@@ -110,29 +105,6 @@ def network(model: str, width: int, tiny: bool, latent: bool) -> dict:
 def autoencoder(args) -> dict:
   """The kl image autoencoder's settings: those its run (autoencoder_init) was trained with,
   or (tiny=true, no run) configs/shapes_image_tokenizer.py's tiny ones."""
-  if args.autoencoder_init:
-    path = os.path.join(args.autoencoder_init, "config.json")
-    if not os.path.exists(path):
-      raise FileNotFoundError(f"autoencoder_init: no {path}; give the workdir of a "
-                              "configs/shapes_image_tokenizer.py:quantizer=kl run.")
-    with open(path) as f:
-      # JSON has lists where the config had tuples.
-      spec = {k: tuple(v) if isinstance(v, list) else v
-              for k, v in json.load(f)["model"].items()}
-  elif args.tiny:
-    spec_loader = importlib.util.spec_from_file_location("shapes_image_tokenizer",
-                                                         AUTOENCODER_CONFIG)
-    module = importlib.util.module_from_spec(spec_loader)
-    spec_loader.loader.exec_module(module)
-    spec = module.get_config(f"quantizer=kl,res={args.res},tiny=true").model.to_dict()
-  else:
-    raise ValueError("space=latent needs autoencoder_init= (a "
-                     "configs/shapes_image_tokenizer.py:quantizer=kl workdir), unless tiny=true.")
-  if spec.get("type") != "image_autoencoder" or spec.get("quantizer") != "kl":
-    raise ValueError(f"autoencoder_init: the run's model is {spec.get('type')!r} with "
-                     f"quantizer {spec.get('quantizer')!r}; latent diffusion needs an "
-                     "image_autoencoder with quantizer=kl.")
-  if spec.get("image_size") != args.res:
-    raise ValueError(f"autoencoder_init: the autoencoder was trained at image_size "
-                     f"{spec.get('image_size')}, this run's res is {args.res}.")
-  return spec
+  return config_utils.image_autoencoder_settings(
+      args.autoencoder_init, "autoencoder_init", ("kl",), args.res,
+      stand_in=f"quantizer=kl,res={args.res},tiny=true" if args.tiny else None)

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import ast
 import difflib
+import importlib.util
+import json
+import os
 from typing import Any, Sequence
 
 import ml_collections
@@ -228,3 +231,74 @@ def shapes_beit3(width: int, depth: int, res: int, **overrides: Any) -> dict[str
                  dropout=0.0, stacking=dict(remat=False, policy="nothing_saveable",
                                             scan_layers=False)),
           **overrides}
+
+
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "configs")
+
+
+def image_autoencoder_settings(workdir: str, arg_name: str, quantizers: Sequence[str],
+                               res: int, stand_in: str | None) -> dict[str, Any]:
+  """The `image_autoencoder` model settings of a configs/shapes_image_tokenizer.py run (its
+  workdir's config.json), checked to have one of `quantizers` and image_size res. Without a
+  workdir: that config's settings for the `stand_in` argument string (for example
+  "quantizer=vq,res=32,tiny=true"; a randomly initialised stand-in for smoke tests), or an
+  error naming `arg_name` when stand_in is None."""
+  if workdir:
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"{arg_name}: no {path}; give the workdir of a "
+                              f"configs/shapes_image_tokenizer.py run (quantizer="
+                              f"{' or '.join(quantizers)}).")
+    with open(path) as f:
+      # JSON has lists where the config had tuples.
+      spec = {k: tuple(v) if isinstance(v, list) else v
+              for k, v in json.load(f)["model"].items()}
+  elif stand_in is not None:
+    path = os.path.join(CONFIGS_DIR, "shapes_image_tokenizer.py")
+    loader = importlib.util.spec_from_file_location("shapes_image_tokenizer", path)
+    module = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(module)
+    spec = module.get_config(stand_in).model.to_dict()
+  else:
+    raise ValueError(f"{arg_name}= is needed: the workdir of a configs/shapes_image_tokenizer.py"
+                     f" run (quantizer={' or '.join(quantizers)}).")
+  if spec.get("type") != "image_autoencoder" or spec.get("quantizer") not in quantizers:
+    raise ValueError(f"{arg_name}: the run's model is {spec.get('type')!r} with quantizer "
+                     f"{spec.get('quantizer')!r}; this config needs an image_autoencoder with "
+                     f"quantizer={' or '.join(quantizers)}.")
+  if spec.get("image_size") != res:
+    raise ValueError(f"{arg_name}: the autoencoder was trained at image_size "
+                     f"{spec.get('image_size')}, this run's res is {res}.")
+  return spec
+
+
+T2I_TOKENIZER = "shapes_vl"  # the text-to-image prompts' sentencepiece model
+T2I_MAX_LEN = 24  # BOS and the longest Shapes caption (23 pieces)
+
+
+def shapes_t2i_pp(res: int) -> str:
+  """A shapes_captions image (res x res, in [-1, 1]) and one of its captions, drawn anew each
+  time the image is seen, as text_tokens / text_mask."""
+  return (f"{image_pp(res)}|choice('captions', out_key='caption')|"
+          f"tok(max_len={T2I_MAX_LEN}, model={T2I_TOKENIZER!r}, key='caption', "
+          f"out_key='text_tokens', mask_key='text_mask')|"
+          "keep('image', 'text_tokens', 'text_mask')")
+
+
+def shapes_t2i_evals(pp: str, res: int, classifier: str, tiny: bool) -> dict[str, Any]:
+  """The text-to-image evaluators: the validation loss with the true, a shuffled and the
+  empty caption ("conditioning", every 1000 steps); with classifier (a
+  configs/shapes_scene_parser.py workdir) also, at the end, the prompt-match accuracy per
+  prompt kind, FID in the classifier's feature space and a sample grid ("text_to_image")."""
+  evals = dict(conditioning=dict(
+      type="conditioning", split="validation", pp=pp, batch_size=16 if tiny else 250,
+      every_steps=0 if tiny else 1000, max_examples=config_dict.placeholder(int)))
+  if classifier:
+    evals["text_to_image"] = dict(
+        type="text_to_image", classifier_workdir=classifier,
+        real_pp=f"{image_pp(res)}|keep('image')", real_split="validation",
+        max_real=config_dict.placeholder(int), prompts_per_kind=2 if tiny else 20,
+        samples_per_prompt=2 if tiny else 4, batch_size=16 if tiny else 64,
+        tokenizer=T2I_TOKENIZER, max_len=T2I_MAX_LEN, every_steps=0)
+  return evals

@@ -43,9 +43,7 @@ def _relation_holds(relation: tuple[Reference, str, Reference], objects: Sequenc
   first, axis, second = relation
   a = [o for o in objects if _fits(o, first)]
   b = [o for o in objects if _fits(o, second)]
-  # captions.relation's rule: ahead along the axis by at least both extents.
-  return bool(a and b) and all(getattr(y, axis) - getattr(x, axis) >= x.radius + y.radius
-                               for x in a for y in b)
+  return bool(a and b) and captions.ahead(a, b, axis)  # captions.relation's rule
 
 
 def matches(spec: Spec, found: Sequence[Found], image_size: int) -> bool:

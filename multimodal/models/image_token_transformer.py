@@ -187,3 +187,17 @@ class ImageTokenTransformer(nn.Module):
     logits, _ = self.transformer(embeds, gemma.token_positions(input_mask),
                                  gemma.prefix_lm_mask(input_mask, prefix_mask), train=train)
     return logits
+
+  @nn.nowrap
+  def sample_tokens(self, variables: Any, text_tokens: jax.Array, text_mask: jax.Array,
+                    config: SamplingConfig, rng: jax.Array | None = None) -> jax.Array:
+    """int32[B, N]: image codes sampled for the prompts (int[B, T], bool[B, T])."""
+    raise NotImplementedError
+
+  @nn.nowrap
+  def generate_images(self, variables: Any, batch: Batch, config: SamplingConfig,
+                      rng: jax.Array | None = None) -> jax.Array:
+    """Images float32[B, H, W, 3] in [-1, 1] for the prompts (`text_tokens`, `text_mask`)."""
+    tokens = self.sample_tokens(variables, batch["text_tokens"], batch["text_mask"], config,
+                                rng)
+    return self.apply(variables, tokens, method=ImageTokenTransformer.decode_image_tokens)

@@ -136,12 +136,9 @@ class MaskGit(ImageTokenTransformer):
     return {"logits": logits, "targets": targets, "weights": masked.astype(jnp.float32)}
 
   @nn.nowrap
-  def generate_images(self, variables: Any, batch: Batch, config: SamplingConfig,
-                      rng: jax.Array | None = None) -> jax.Array:
-    """Images float32[B, H, W, 3] in [-1, 1] for the prompts (`text_tokens`, `text_mask`)."""
-    tokens = sample_tokens(self, variables, batch["text_tokens"], batch["text_mask"], config,
-                           rng)
-    return self.apply(variables, tokens, method=MaskGit.decode_image_tokens)
+  def sample_tokens(self, variables: Any, text_tokens: jax.Array, text_mask: jax.Array,
+                    config: SamplingConfig, rng: jax.Array | None = None) -> jax.Array:
+    return sample_tokens(self, variables, text_tokens, text_mask, config, rng)
 
 
 def sample_tokens(model: MaskGit, variables: Any, text_tokens: jax.Array, text_mask: jax.Array,

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from multimodal.data import tokenizer as tokenizer_lib
 from multimodal.models.diffusion import samplers, schedules
+from multimodal.tasks import prompt_conditioning
 from multimodal.tasks.registry import TASKS, Batch
 
 
@@ -97,13 +98,5 @@ class DiffusionTask:
     noise (drawn from `rng`): {"true", "shuffled", "empty"} float32[]. A model that uses its
     prompt has "true" clearly lowest."""
     variables = {"params": params, **(model_state or {})}
-    tokens, mask = batch["text_tokens"], batch["text_mask"].astype(bool)
-
-    def loss_with(tokens: jax.Array, mask: jax.Array) -> jax.Array:
-      outputs = model.apply(variables, {**batch, "text_tokens": tokens, "text_mask": mask},
-                            train=False, rngs={"dropout": rng})
-      return self.loss(outputs, batch)[0]
-
-    roll = lambda x: jnp.roll(x, 1, axis=0)
-    return {"true": loss_with(tokens, mask), "shuffled": loss_with(roll(tokens), roll(mask)),
-            "empty": loss_with(tokens, jnp.zeros_like(mask))}
+    return prompt_conditioning.conditioning_losses(
+        model, variables, batch, rng, lambda outputs, batch: self.loss(outputs, batch)[0])

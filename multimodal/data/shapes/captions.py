@@ -16,7 +16,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import itertools
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -96,10 +96,16 @@ def relation(scene: Scene) -> Relation | None:
   members = [[o for o in scene.objects if _kind(o) == g.kind] for g in two]
   for axis in "yx":
     for (a, ga), (b, gb) in itertools.permutations(zip(members, two)):
-      # a before b along the axis, their extents apart, for every pair of members.
-      if all(getattr(y, axis) - getattr(x, axis) >= x.radius + y.radius for x in a for y in b):
+      if ahead(a, b, axis):
         return Relation(ga, gb, axis)
   return None
+
+
+def ahead(first: Sequence[Object], second: Sequence[Object], axis: str) -> bool:
+  """Whether every object of `first` is before (above for axis "y", left of for "x") every
+  object of `second`, their extents apart."""
+  return all(getattr(y, axis) - getattr(x, axis) >= x.radius + y.radius
+             for x in first for y in second)
 
 
 def canonical_description(scene: Scene) -> str:
