@@ -6,17 +6,25 @@
 A convolutional autoencoder (models/image_autoencoder/) whose bottleneck is a VQ-VAE codebook
 with EMA updates and dead-code restarts (quantizer=vq), DALL-E's Gumbel-softmax dVAE
 (quantizer=gumbel), or the continuous Gaussian latents latent diffusion uses (quantizer=kl);
-res x res images become a (res / 4) x (res / 4) grid of codes (or of 4-channel latents).
-Trained on reconstruction plus the bottleneck's terms (tasks/image_autoencoder.py); reports
-recon_mse, PSNR, and the codes' perplexity and codebook usage on the validation split. The
-DALL-E and diffusion configs load its run as their frozen tokenizer.
+res x res images become a (res / 4) x (res / 4) grid of codes (or of 4-channel latents). By
+default each 4 x 4 patch goes to one cell in the first layer (patch=4) and the residual blocks
+run on the 8 x 8 grid: on a 2-core CPU a training step at batch 64 takes 0.44 s, against
+1.1 s for VQGAN's layout (patch=1,levels=3: 3x3 convolutions at 32, 16 and 8 px) at a quarter
+of the width (channels=16), and the Shapes scenes are flat colours. Trained on reconstruction plus the bottleneck's terms (tasks/image_autoencoder.py);
+reports recon_mse, PSNR, and the codes' perplexity and codebook usage on the validation split.
+The DALL-E and diffusion configs load its run as their frozen tokenizer.
 
 Arguments (`--config=configs/shapes_image_tokenizer.py:ARG`, comma-separated key=value):
   quantizer=vq|gumbel|kl    the bottleneck
   data=default|small|tiny   the shapes_captions builder config (50k / 10k / 128 images)
   res=32                    image resolution (a multiple of 4)
   codes=512                 codebook size (vq, gumbel)
-  total_steps=3000          training steps
+  patch=4, levels=1         the first layer's patch size and the levels after it (each
+                            level but the last halves the grid): grid = res / (patch *
+                            2^(levels - 1)); patch=1,levels=3 is VQGAN's layout
+  channels=64, blocks=2     the first level's width (later levels twice it) and residual
+                            blocks per level
+  total_steps=1500          training steps
   batch_size=64             global batch size
   tiny=false                a seconds-long smoke-test setting
 """
@@ -29,14 +37,16 @@ CODE_DIM = {"vq": 32, "gumbel": 64, "kl": 4}  # the codes' width, or the latent 
 
 def get_config(arg: str | None = None):
   args = config_utils.parse_arg(arg, quantizer="vq", data="default", res=32, codes=512,
-                                total_steps=3000, batch_size=64, tiny=False)
+                                patch=4, levels=1, channels=64, blocks=2, total_steps=1500,
+                                batch_size=64, tiny=False)
   config_utils.choices([args.quantizer], tuple(CODE_DIM), "quantizer")
   c = config_utils.shapes_base(args, dataset="shapes_captions")
   c.pp_train = f"decode|resize({args.res})|value_range(-1, 1)|keep('image')"
   c.task = dict(type="image_autoencoder", reconstruction="mse")
   c.model = dict(type="image_autoencoder", quantizer=args.quantizer, image_size=args.res,
-                 channels=16 if args.tiny else 64, channel_multipliers=(1, 2, 2),
-                 blocks_per_level=1, norm_groups=8, codebook_size=args.codes,
+                 patch_size=args.patch, channels=16 if args.tiny else args.channels,
+                 channel_multipliers=(1,) + (2,) * (args.levels - 1),
+                 blocks_per_level=1 if args.tiny else args.blocks, norm_groups=8, codebook_size=args.codes,
                  code_dim=CODE_DIM[args.quantizer],
                  # vq
                  beta=0.25, ema_decay=0.99, restart_threshold=1.0, data_init=True,

@@ -7,7 +7,8 @@ convolutional encoder, a bottleneck chosen by `quantizer`, and a convolutional d
             (gumbel_quantizer.py);
   "kl"      latent diffusion's continuous autoencoder: a Gaussian per cell, KL to N(0, I)
             (gaussian_latent.py).
-Images are float[B, H, W, 3] in [-1, 1]; the latent grid is h = w = image_size / 2^(levels-1).
+Images are float[B, H, W, 3] in [-1, 1]; the latent grid is h = w = image_size / f, with
+f = patch_size * 2^(levels - 1).
 Tokens are the grid's codes in row-major order.
 """
 from __future__ import annotations
@@ -36,8 +37,12 @@ class ImageAutoencoder(nn.Module):
     quantizer: "vq", "gumbel" or "kl".
     image_size: the images' height and width (a multiple of the downsampling factor).
     channels: the first level's width; level i has channels * channel_multipliers[i].
-    channel_multipliers: one per level; the grid is 2^(levels - 1) times smaller than the image.
+    channel_multipliers: one per level; the grid is patch_size * 2^(levels - 1) times smaller.
     blocks_per_level: residual blocks per level (encoder and decoder).
+    patch_size: p > 1: the encoder's first layer maps each p x p patch to one cell and the
+      decoder's last layer each cell back to its patch, so that no level runs at the full
+      resolution (several times cheaper on a CPU; for flat-coloured synthetic scenes); 1:
+      3x3 convolutions at the full resolution, as VQGAN's.
     norm_groups: GroupNorm groups (must divide every level's width).
     codebook_size: K codes (vq, gumbel).
     code_dim: the codes' width (vq, gumbel), or the latent channels C (kl).
@@ -58,6 +63,7 @@ class ImageAutoencoder(nn.Module):
   channels: int = 64
   channel_multipliers: Sequence[int] = (1, 2, 2)
   blocks_per_level: int = 1
+  patch_size: int = 1
   norm_groups: int = 8
   codebook_size: int = 512
   code_dim: int = 64
@@ -73,7 +79,7 @@ class ImageAutoencoder(nn.Module):
 
   @property
   def downsampling(self) -> int:
-    return 2 ** (len(self.channel_multipliers) - 1)
+    return self.patch_size * 2 ** (len(self.channel_multipliers) - 1)
 
   @property
   def grid(self) -> int:
@@ -90,11 +96,13 @@ class ImageAutoencoder(nn.Module):
                        f"`quantizer`); use one of {list(QUANTIZERS)}.")
     if not self.channel_multipliers:
       raise ValueError("channel_multipliers needs at least one level.")
+    if self.patch_size < 1:
+      raise ValueError(f"patch_size must be at least 1, got {self.patch_size}.")
     if self.image_size % self.downsampling:
       raise ValueError(
           f"image_size {self.image_size} is not divisible by the downsampling factor "
-          f"{self.downsampling} (2^(levels - 1), {len(self.channel_multipliers)} "
-          "channel_multipliers).")
+          f"{self.downsampling} (patch_size {self.patch_size} * 2^(levels - 1), "
+          f"{len(self.channel_multipliers)} channel_multipliers).")
     kl_weight = DEFAULT_KL_WEIGHT.get(self.quantizer) if self.kl_weight is None else self.kl_weight
     if self.quantizer == "vq":
       bottleneck = VectorQuantizer(self.codebook_size, self.code_dim, self.beta, self.ema_decay,
@@ -109,9 +117,9 @@ class ImageAutoencoder(nn.Module):
     dtype = compute_dtype(self.dtype)
     self.encoder = ConvEncoder(self.channels, tuple(self.channel_multipliers),
                                self.blocks_per_level, bottleneck.input_dim, self.norm_groups,
-                               dtype)
+                               self.patch_size, dtype)
     self.decoder = ConvDecoder(self.channels, tuple(self.channel_multipliers),
-                               self.blocks_per_level, self.norm_groups, dtype)
+                               self.blocks_per_level, self.norm_groups, self.patch_size, dtype)
 
   def _encode(self, images: jax.Array, *, train: bool) -> dict[str, Any]:
     if images.ndim != 4 or images.shape[1:] != (self.image_size, self.image_size, 3):
