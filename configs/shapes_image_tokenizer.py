@@ -26,6 +26,10 @@ Arguments (`--config=configs/shapes_image_tokenizer.py:ARG`, comma-separated key
                             blocks per level
   total_steps=1500          training steps
   batch_size=64             global batch size
+  classifier=               a configs/shapes_scene_parser.py workdir: the validation
+                            evaluator also reports recon_prompt_match (/kind), the prompt
+                            set's scenes read as matching their prompts after the round trip
+                            through the autoencoder, the ceiling of the t2i models over it
   tiny=false                a seconds-long smoke-test setting
 """
 from ml_collections import config_dict
@@ -38,7 +42,7 @@ CODE_DIM = {"vq": 32, "gumbel": 64, "kl": 4}  # the codes' width, or the latent 
 def get_config(arg: str | None = None):
   args = config_utils.parse_arg(arg, quantizer="vq", data="default", res=32, codes=512,
                                 patch=4, levels=1, channels=64, blocks=2, total_steps=1500,
-                                batch_size=64, tiny=False)
+                                batch_size=64, classifier="", tiny=False)
   config_utils.choices([args.quantizer], tuple(CODE_DIM), "quantizer")
   c = config_utils.shapes_base(args, dataset="shapes_captions")
   c.pp_train = f"decode|resize({args.res})|value_range(-1, 1)|keep('image')"
@@ -62,6 +66,7 @@ def get_config(arg: str | None = None):
   c.evals = dict(validation=dict(
       type="image_reconstruction", split="validation", pp=c.pp_train,
       batch_size=32 if args.tiny else 250, every_steps=0 if args.tiny else 500,
-      max_examples=config_dict.placeholder(int)))
+      max_examples=config_dict.placeholder(int), classifier_workdir=args.classifier or None,
+      prompts_per_kind=4 if args.tiny else 40))
   c.checkpoint = dict(every_steps=10 if args.tiny else 500, keep=2)
   return c

@@ -349,3 +349,54 @@ def test_evaluators_name_what_the_task_lacks(tmp_path):
   with pytest.raises(FileNotFoundError, match="shapes_scene_parser"):
     EVALUATORS.build(dict(type="text_to_image", classifier_workdir=str(tmp_path / "none"),
                           real_pp="decode"), context=with_fn, name="t2i")
+
+
+@dataclasses.dataclass
+class LookupReader:
+  """Reads a picture as the scene of the prompt whose rendering it is (to 1e-3), else as
+  empty: a reader that sees what is drawn, without a trained model."""
+  prompts: list
+  size: int
+  resolution: int = 48
+
+  def read(self, images):
+    truth = np.stack([render(t2i_prompts.scaled(p.scene, self.size)) for p in self.prompts])
+    truth = truth / 127.5 - 1.0
+    found = []
+    for image in images:
+      same = [i for i, t in enumerate(truth) if np.max(np.abs(t - image)) < 1e-3]
+      found.append(found_objects(t2i_prompts.scaled(self.prompts[same[0]].scene,
+                                                    self.resolution)) if same else [])
+    return found, np.zeros((len(images), 4), np.float32)
+
+
+@pytest.mark.parametrize("autoencoder,expected", [("identity", 1.0), ("blank", 0.0)])
+def test_reconstruction_evaluator_reads_the_prompt_scenes_through_the_autoencoder(
+    tmp_path, autoencoder, expected):
+  parser_config = scene_parser_workdir(tmp_path / "parser")
+  parser_config.data.data_dir = str(tmp_path / "tfds")
+  mesh = sharding.make_mesh(parser_config.mesh)
+  batch_sharding = sharding.batch_sharding(mesh)
+
+  def predict(variables, batch):
+    del variables
+    image = batch["image"] if autoencoder == "identity" else jnp.zeros_like(batch["image"])
+    return {"recon_mse": jnp.mean((image - batch["image"]) ** 2, axis=(1, 2, 3)),
+            "reconstruction": image}
+
+  context = EvalContext(builder=pipeline.get_builder(parser_config.data), task=None,
+                        predict=jax.jit(predict), batch_sharding=batch_sharding,
+                        workdir=str(tmp_path))
+  pp = "decode|resize(16)|value_range(-1, 1)|keep('image')"
+  evaluator = EVALUATORS.build(dict(
+      type="image_reconstruction", split="validation", pp=pp, batch_size=8, max_examples=8,
+      classifier_workdir=str(tmp_path / "parser"), prompts_per_kind=3), context=context,
+      name="validation")
+  evaluator.classifier = LookupReader(evaluator.prompts, size=16)
+  metrics = evaluator.run({}, step=1)
+  # The prompt scenes are drawn at the split's resolution (16 px), as the model reconstructs.
+  assert metrics["classifier_accuracy"] == 1.0
+  for key in ("", *(f"/{k}" for k in t2i_prompts.KINDS)):
+    assert metrics["recon_prompt_match" + key] == expected
+  assert metrics["num_images"] == 8
+  assert (metrics["recon_mse"] == 0.0) == (autoencoder == "identity")

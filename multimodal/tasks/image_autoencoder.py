@@ -74,9 +74,11 @@ class ImageAutoencoderTask:
     return loss, metrics
 
   def predict(self, outputs: dict[str, Any], batch: Batch) -> dict[str, jax.Array]:
-    """Per example: recon_mse float32[B]; for discrete codes, codes int32[B, h * w] and
-    code_counts float32[B, K] (what a split's perplexity and usage are summed from)."""
-    predictions = {"recon_mse": per_example_mse(outputs["reconstruction"], self._images(batch))}
+    """Per example: recon_mse float32[B], the reconstruction float32[B, H, W, 3]; for
+    discrete codes, codes int32[B, h * w] and code_counts float32[B, K] (what a split's
+    perplexity and usage are summed from)."""
+    predictions = {"recon_mse": per_example_mse(outputs["reconstruction"], self._images(batch)),
+                   "reconstruction": outputs["reconstruction"].astype(jnp.float32)}
     for key in ("codes", "code_counts"):
       if key in outputs:
         predictions[key] = outputs[key]
