@@ -28,7 +28,11 @@ Arguments (`--config=configs/shapes_t2i_diffusion.py:ARG`, comma-separated key=v
                             params (kept frozen); needed unless tiny=true
   classifier=               a configs/shapes_scene_parser.py workdir: adds the text_to_image
                             evaluator (prompt match per prompt kind, FID, sample grid)
-  prediction=eps|v|x0       what the network predicts
+  prediction=eps|v|x0       what the network predicts (default: eps in pixels, v in latents:
+                            the cosine schedule's last step has abar ~ 2e-9, where an eps
+                            network's x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar) turns a
+                            small eps error into a huge x0, which pixels clip to [-1, 1] and
+                            latents cannot; v gives x0 = sqrt(abar) x_t - sqrt(1 - abar) v)
   schedule=cosine|linear    the noise schedule (1000 timesteps)
   prompt_dropout=0.1        training: the probability that an example's caption is removed
   sampler=ddim|ddpm         sampling: DDIM (eta = 0) or DDPM's ancestral sampler
@@ -46,12 +50,15 @@ from multimodal.models.diffusion.schedules import PREDICTIONS, SCHEDULES
 
 def get_config(arg: str | None = None):
   args = config_utils.parse_arg(arg, data="default", res=32, model="unet", space="pixel",
-                                autoencoder_init="", classifier="", prediction="eps", schedule="cosine",
+                                autoencoder_init="", classifier="", prediction="",
+                                schedule="cosine",
                                 prompt_dropout=0.1, sampler="ddim", sample_steps=50,
                                 guidance=3.0, ema_decay=0.999, total_steps=6000,
                                 batch_size=64, tiny=False)
   config_utils.choices([args.model], ("unet", "dit"), "model")
   config_utils.choices([args.space], ("pixel", "latent"), "space")
+  if not args.prediction:
+    args.prediction = "v" if args.space == "latent" else "eps"
   config_utils.choices([args.prediction], PREDICTIONS, "prediction")
   config_utils.choices([args.schedule], SCHEDULES, "schedule")
   config_utils.choices([args.sampler], SAMPLERS, "sampler")

@@ -465,6 +465,10 @@ def test_latent_config_diffuses_the_autoencoders_latents(tmp_path):
                text_mask=jnp.ones((2, 8), bool))
   outputs = jax.eval_shape(lambda: model.init_with_output(key(0), batch, train=False)[0])
   assert outputs["prediction"].shape == (2, 8, 8, 4)  # the tiny tokenizer's 8 x 8 x 4 latents
+  # Latents are not clipped, so they default to v prediction (eps in pixels).
+  assert config.model.prediction == "v"
+  assert load_config("tiny=true").model.prediction == "eps"
+  assert load_config("space=latent,tiny=true,prediction=eps").model.prediction == "eps"
   # A trained autoencoder's run: its recorded settings are used, its params loaded.
   run = dict(config.model.autoencoder.to_dict(), channels=24, latent_scale=0.5)
   (tmp_path / "config.json").write_text(json.dumps({"model": run}))
