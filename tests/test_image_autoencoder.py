@@ -302,7 +302,8 @@ def test_task_loss_and_codebook_statistics():
   np.testing.assert_allclose(l1_loss, 0.4, rtol=1e-4)
   predictions = ImageAutoencoderTask().predict(outputs, {"image": images})
   np.testing.assert_allclose(predictions["recon_mse"], [0.01, 0.01], rtol=1e-4)
-  assert set(predictions) == {"recon_mse", "codes", "code_counts"}
+  assert set(predictions) == {"recon_mse", "reconstruction", "codes", "code_counts"}
+  np.testing.assert_array_equal(predictions["reconstruction"], images + 0.1)
   assert float(codebook_statistics(jnp.full((8,), 3.0))["perplexity"]) == pytest.approx(8.0)
 
 
