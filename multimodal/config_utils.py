@@ -132,6 +132,18 @@ def shapes_base(args: ml_collections.ConfigDict, dataset: str = "shapes_vqa"
   return c
 
 
+def coco_base(args: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`base_config` for a real-scale config on `coco_karpathy` (from its manual_dir), from its
+  arguments total_steps and batch_size; params and optimizer state split over every device
+  (fsdp)."""
+  c = base_config()
+  c.total_steps, c.batch_size = args.total_steps, args.batch_size
+  c.data.name = "coco_karpathy"
+  c.data.shuffle_buffer = 50_000
+  c.mesh = dict(data=1, fsdp=-1, model=1)
+  return c
+
+
 def shapes_vit(width: int, depth: int, **overrides: Any) -> dict[str, Any]:
   """The image encoder of the Shapes configs.
 
@@ -238,31 +250,30 @@ CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 
 
 def image_autoencoder_settings(workdir: str, arg_name: str, quantizers: Sequence[str],
-                               res: int, stand_in: str | None) -> dict[str, Any]:
-  """The `image_autoencoder` model settings of a configs/shapes_image_tokenizer.py run (its
-  workdir's config.json), checked to have one of `quantizers` and image_size res. Without a
-  workdir: that config's settings for the `stand_in` argument string (for example
+                               res: int, stand_in: str | None,
+                               config_file: str = "shapes_image_tokenizer.py") -> dict[str, Any]:
+  """The `image_autoencoder` model settings of a run of configs/`config_file` (its workdir's
+  config.json), checked to have one of `quantizers` and image_size res. Without a workdir:
+  that config's settings for the `stand_in` argument string (for example
   "quantizer=vq,res=32,tiny=true"; a randomly initialised stand-in for smoke tests), or an
   error naming `arg_name` when stand_in is None."""
+  run = f"configs/{config_file} run (quantizer={' or '.join(quantizers)})"
   if workdir:
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
-      raise FileNotFoundError(f"{arg_name}: no {path}; give the workdir of a "
-                              f"configs/shapes_image_tokenizer.py run (quantizer="
-                              f"{' or '.join(quantizers)}).")
+      raise FileNotFoundError(f"{arg_name}: no {path}; give the workdir of a {run}.")
     with open(path) as f:
       # JSON has lists where the config had tuples.
       spec = {k: tuple(v) if isinstance(v, list) else v
               for k, v in json.load(f)["model"].items()}
   elif stand_in is not None:
-    path = os.path.join(CONFIGS_DIR, "shapes_image_tokenizer.py")
-    loader = importlib.util.spec_from_file_location("shapes_image_tokenizer", path)
+    path = os.path.join(CONFIGS_DIR, config_file)
+    loader = importlib.util.spec_from_file_location(config_file.removesuffix(".py"), path)
     module = importlib.util.module_from_spec(loader)
     loader.loader.exec_module(module)
     spec = module.get_config(stand_in).model.to_dict()
   else:
-    raise ValueError(f"{arg_name}= is needed: the workdir of a configs/shapes_image_tokenizer.py"
-                     f" run (quantizer={' or '.join(quantizers)}).")
+    raise ValueError(f"{arg_name}= is needed: the workdir of a {run}.")
   if spec.get("type") != "image_autoencoder" or spec.get("quantizer") not in quantizers:
     raise ValueError(f"{arg_name}: the run's model is {spec.get('type')!r} with quantizer "
                      f"{spec.get('quantizer')!r}; this config needs an image_autoencoder with "
@@ -277,11 +288,13 @@ T2I_TOKENIZER = "shapes_vl"  # the text-to-image prompts' sentencepiece model
 T2I_MAX_LEN = 24  # BOS and the longest Shapes caption (23 pieces)
 
 
-def shapes_t2i_pp(res: int) -> str:
+def shapes_t2i_pp(res: int, tokenizer: str = T2I_TOKENIZER, max_len: int = T2I_MAX_LEN
+                  ) -> str:
   """A shapes_captions image (res x res, in [-1, 1]) and one of its captions, drawn anew each
-  time the image is seen, as text_tokens / text_mask."""
+  time the image is seen, as text_tokens / text_mask (max_len pieces of `tokenizer`; also
+  coco_karpathy's, which has the same image and captions features)."""
   return (f"{image_pp(res)}|choice('captions', out_key='caption')|"
-          f"tok(max_len={T2I_MAX_LEN}, model={T2I_TOKENIZER!r}, key='caption', "
+          f"tok(max_len={max_len}, model={tokenizer!r}, key='caption', "
           f"out_key='text_tokens', mask_key='text_mask')|"
           "keep('image', 'text_tokens', 'text_mask')")
 

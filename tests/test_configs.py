@@ -1,6 +1,7 @@
 """Every shipped config loads, and builds and runs its model (shrunk to a tiny size)."""
 import glob
 import importlib.util
+import math
 import os
 
 import jax
@@ -12,6 +13,14 @@ from multimodal import config_utils, models
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
 TINY_SIZES = dict(variant=None, width=32, depth=1, mlp_dim=64, num_heads=4)
+
+
+def tiny_autoencoder(spec):
+  """An image autoencoder's spec at the tiny geometry MODEL_IO's shapes assume: 32 px images
+  to 8 x 8 cells (its patch_size, if it has one, then 2x levels) of 512 codes, 16 wide."""
+  levels = (32 // 8 // spec.get("patch_size", 1)).bit_length()
+  return {**spec, "image_size": 32, "channels": 16, "blocks_per_level": 1, "norm_groups": 8,
+          "channel_multipliers": (1,) + (2,) * (levels - 1), "codebook_size": 512}
 
 
 def load(path):
@@ -39,6 +48,18 @@ def shrink(spec):
   if "decoder" in spec:
     spec["decoder"] = {**spec["decoder"], "width": 32, "depth": 1, "num_heads": 4,
                        "head_dim": 8, "mlp_dim": 64}
+    if "num_kv_heads" in spec["decoder"]:  # multi-query stays so, multi-head too (4 of 4)
+      spec["decoder"]["num_kv_heads"] = math.gcd(4, spec["decoder"]["num_kv_heads"])
+  if spec.get("type") == "image_autoencoder":
+    spec = tiny_autoencoder(spec)
+  if spec.get("autoencoder"):  # text to image over a (frozen) image autoencoder
+    spec["autoencoder"] = tiny_autoencoder(spec["autoencoder"])
+    if "image_size" in spec:
+      spec["image_size"] = 32
+  if "channel_multipliers" in (spec.get("network") or {}):  # a diffusion UNet: two levels
+    spec["network"] = {**spec["network"], "channels": 16, "channel_multipliers": (1, 2),
+                       "blocks_per_level": 1, "attention_levels": (1,), "num_heads": 4,
+                       "norm_groups": 8}
   return spec
 
 
