@@ -4,14 +4,13 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib.util
-import json
 import os
 from typing import Any, Sequence
 
 import ml_collections
 from ml_collections import config_dict
 
-from multimodal.training import sharding
+from multimodal.training import sharding, workdir_config
 
 
 def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
@@ -262,10 +261,7 @@ def image_autoencoder_settings(workdir: str, arg_name: str, quantizers: Sequence
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
       raise FileNotFoundError(f"{arg_name}: no {path}; give the workdir of a {run}.")
-    with open(path) as f:
-      # JSON has lists where the config had tuples.
-      spec = {k: tuple(v) if isinstance(v, list) else v
-              for k, v in json.load(f)["model"].items()}
+    spec = workdir_config.read(workdir)["model"]
   elif stand_in is not None:
     path = os.path.join(CONFIGS_DIR, config_file)
     loader = importlib.util.spec_from_file_location(config_file.removesuffix(".py"), path)

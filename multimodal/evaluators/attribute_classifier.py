@@ -8,7 +8,6 @@ each process (every process reads all the images it is given).
 """
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -28,13 +27,6 @@ from multimodal.training import init_params, workdir_config
 
 _HOW = "train one with python -m multimodal.main --config=configs/shapes_scene_parser.py"
 _ENCODER = "image_encoder"  # SceneParser's SceneReader: its params' prefix
-
-
-def _tuples(tree: Any) -> Any:
-  """JSON lists back to the tuples the config had (module settings must be hashable)."""
-  if isinstance(tree, dict):
-    return {k: _tuples(v) for k, v in tree.items()}
-  return tuple(_tuples(v) for v in tree) if isinstance(tree, list) else tree
 
 
 def resolution(pp_train: str) -> int:
@@ -59,7 +51,7 @@ class AttributeClassifier:
     if not (path / workdir_config.FILENAME).exists() or not (path / "checkpoints").is_dir():
       raise FileNotFoundError(f"The attribute classifier's workdir {workdir!r} has no "
                               f"{workdir_config.FILENAME} and checkpoints/: {_HOW}.")
-    config = _tuples(json.loads((path / workdir_config.FILENAME).read_text()))
+    config = workdir_config.read(workdir)
     if config["model"].get("type") != "scene_parser":
       raise ValueError(f"The attribute classifier's run {workdir!r} trained a "
                        f"{config['model'].get('type')!r} model, not a scene_parser: {_HOW}.")

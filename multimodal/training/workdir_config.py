@@ -18,6 +18,19 @@ FILENAME = "config.json"
 IGNORED = ("log_every_steps", "evals", "checkpoint")
 
 
+def as_tuples(tree: Any) -> Any:
+  """A config read back from JSON with its lists as the tuples it had (module settings must
+  be hashable)."""
+  if isinstance(tree, dict):
+    return {k: as_tuples(v) for k, v in tree.items()}
+  return tuple(as_tuples(v) for v in tree) if isinstance(tree, list) else tree
+
+
+def read(workdir: str) -> dict[str, Any]:
+  """The config a workdir was started with (its config.json), lists as tuples."""
+  return as_tuples(json.loads((epath.Path(workdir) / FILENAME).read_text()))
+
+
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
   """{"optimizer.learning_rate": 0.001, ...} from nested dicts; other values as JSON sees them."""
   if isinstance(tree, dict):
