@@ -36,6 +36,8 @@ def shrink(spec):
   for key in ("image", "text"):
     if key in spec:
       spec[key] = {**spec[key], **{k: v for k, v in TINY_SIZES.items()}}
+  if "encoders" in spec:  # fusion_classifier: one encoder per modality
+    spec["encoders"] = {m: {**e, **TINY_SIZES} for m, e in spec["encoders"].items()}
   if "fusion" in spec:
     spec["fusion"] = {**spec["fusion"], "width": 32, "depth": 1, "num_heads": 4, "mlp_dim": 64}
     if "fusion_layer" in spec["fusion"]:
@@ -83,6 +85,9 @@ MODEL_IO = {
                         text_mask=jnp.ones((2, 8), bool)),
                    {"image": (2, 32), "text": (2, 32), "temperature": (), "bias": ()}),
     "fusion_nlvr": (NLVR_BATCH, (2, 2)),
+    # shapes_av: 98 x 64 log-mel frames and 16 frames of 32 px; 8 events.
+    "fusion_classifier": (dict(audio=jnp.zeros((2, 98, 64)), video=jnp.zeros((2, 16, 32, 32, 3))),
+                          (2, 8)),
     "beit3_nlvr": (NLVR_BATCH, (2, 2)),
     "beit3_mdm": (dict(image=jnp.zeros((2, 32, 32, 3)), text_tokens=jnp.ones((2, 8), jnp.int32),
                        text_mask=jnp.ones((2, 8), bool)),
@@ -111,6 +116,7 @@ MODEL_IO = {
 MODEL_KWARGS = {"paligemma": dict(vocab_size=50), "pali": dict(vocab_size=50),
                 "two_towers": dict(vocab_size=50),
                 "fusion_nlvr": dict(num_classes=2, vocab_size=50),
+                "fusion_classifier": dict(num_classes=8),
                 "beit3_nlvr": dict(num_classes=2, vocab_size=50),
                 "beit3_mdm": dict(vocab_size=50, mask_id=4),
                 "scene_parser": dict(attributes=dict(shape=3, color=6, size=2)),

@@ -58,13 +58,10 @@ class VqaEvaluator(common.SplitEvaluator):
   def _records(self, variables: Any, missing: str | None = None) -> list[dict[str, Any]]:
     """Every example's prediction and score, from all hosts; with `missing`, that modality
     is removed from every example."""
-    def remove_modality(batch: common.HostBatch) -> None:
-      batch[missing + missing_modalities.MISSING_SUFFIX] = np.ones(len(batch["_valid"]), bool)
-
     records = []
     for batch, predictions in common.predicted_batches(
         self.context, variables, split=self.split, pp=self.pp, batch_size=self.batch_size,
-        extras=raw_text, where=self.where, edit=remove_modality if missing else None):
+        extras=raw_text, where=self.where, edit=missing_modalities.remover(missing) if missing else None):
       for i, (prediction, score) in enumerate(self._scored_answers(predictions, batch)):
         if batch["_valid"][i]:
           records.append({"question": batch["_question"][i].decode(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from multimodal.models.features import Features
 
@@ -29,6 +30,15 @@ def from_batch(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
   """{modality: bool[B]} from the batch's `{modality}_missing` keys (none: nothing missing)."""
   return {k[:-len(MISSING_SUFFIX)]: v.astype(bool) for k, v in batch.items()
           if k.endswith(MISSING_SUFFIX)}
+
+
+def remover(modality: str):
+  """A host-batch edit (for `evaluators.common.predicted_batches`) that removes `modality`
+  from every row: sets `{modality}_missing` to True."""
+  def edit(batch: dict) -> None:
+    batch[modality + MISSING_SUFFIX] = np.ones(len(batch["_valid"]), bool)
+
+  return edit
 
 
 def sample_dropped(rng: jax.Array, names: list[str], batch_size: int, rate: float

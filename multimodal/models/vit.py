@@ -1,4 +1,5 @@
-"""Vision Transformer image encoder with a patch or convolutional stem."""
+"""Vision Transformer image encoder; its patch embedding and transformer tail serve the
+audio, video and sensor encoders too."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -57,6 +58,49 @@ class ConvStem(nn.Module):
                    bias_init=p.init(nn.initializers.zeros, "embed"))(x)
 
 
+def patch_embedding(width: int, patch: Sequence[int], dtype: jnp.dtype = jnp.float32,
+                    name: str | None = None) -> nn.Conv:
+  """Non-overlapping patches, each linearly embedded: a convolution with kernel = strides =
+  `patch` over any number of patch dimensions (2 for images, 3 for video tubelets, ...).
+
+  float[B, *S, C] -> float[B, *(S // patch), width] (a remainder of S is dropped).
+  """
+  return nn.Conv(width, tuple(patch), strides=tuple(patch), padding="VALID", dtype=dtype,
+                 name=name,
+                 kernel_init=p.init(nn.initializers.lecun_normal(), *(None,) * len(patch),
+                                    "conv_in", "embed"),
+                 bias_init=p.init(nn.initializers.zeros, "embed"))
+
+
+def encode_tokens(module: nn.Module, x: jax.Array, mask: jax.Array, size: dict[str, int],
+                  pool_type: str, *, train: bool, key_bias: bool = False, prefix: str = ""
+                  ) -> Features:
+  """What follows the embedding in every ViT-style encoder: a class token in front (param
+  `{prefix}cls`, only for pool_type "cls"), dropout, the `Encoder` (`{prefix}encoder`) and
+  pooling (`{prefix}map` for "map").
+
+  Call it inside `module`'s compact method: the params are `module`'s own, and its `dropout`,
+  `dtype`, `remat`, `remat_policy` and `scan_layers` fields set the rest. `size`: the
+  resolved depth, num_heads and mlp_dim (see `variants.resolve`).
+  x: float[B, T, D]; mask: bool[B, T] -> Features over [B, T (+1 for cls), D].
+  """
+  batch, _, width = x.shape
+  if pool_type == "cls":
+    cls = module.param(f"{prefix}cls", p.init(nn.initializers.zeros, None, None, "embed"),
+                       (1, 1, width))
+    x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (batch, 1, width)), x], axis=1)
+    mask = jnp.concatenate([jnp.ones((batch, 1), bool), mask], axis=1)
+  x = nn.Dropout(module.dropout)(x, deterministic=not train)
+  x = Encoder(size["depth"], size["num_heads"], size["mlp_dim"], module.dropout, module.dtype,
+              remat=module.remat, remat_policy=module.remat_policy,
+              scan_layers=module.scan_layers, key_bias=key_bias,
+              name=f"{prefix}encoder")(x, mask, train=train)
+  map_pool = (MapPooling(size["num_heads"], size["mlp_dim"], module.dtype, key_bias,
+                         name=f"{prefix}map")
+              if pool_type == "map" else None)
+  return Features(tokens=x, mask=mask, pooled=pool(pool_type, x, mask, map_pool))
+
+
 @ENCODERS.register("vit")
 class ViT(nn.Module):
   """Images -> patch tokens -> pre-LN transformer -> Features.
@@ -98,25 +142,12 @@ class ViT(nn.Module):
       x = ConvStem(self.stem_channels, size["width"], self.patch_size, self.stem_norm,
                    self.dtype, name="stem")(images.astype(self.dtype))
     elif self.stem == "patch":
-      x = nn.Conv(size["width"], (self.patch_size,) * 2, strides=self.patch_size,
-                  padding="VALID", dtype=self.dtype, name="stem",
-                  kernel_init=p.init(nn.initializers.lecun_normal(), None, None, "conv_in",
-                                     "embed"),
-                  bias_init=p.init(nn.initializers.zeros, "embed"))(images.astype(self.dtype))
+      x = patch_embedding(size["width"], (self.patch_size,) * 2, self.dtype, "stem")(
+          images.astype(self.dtype))
     else:
       raise ValueError(f"Unknown ViT stem {self.stem!r}; use 'patch' or 'conv'.")
     batch, grid_h, grid_w, width = x.shape
     x = jnp.reshape(x, (batch, grid_h * grid_w, width))
     x = AddPositionEmbedding(self.posemb, (grid_h, grid_w), name="posemb")(x)
-    if self.pool_type == "cls":
-      cls = self.param("cls", p.init(nn.initializers.zeros, None, None, "embed"), (1, 1, width))
-      x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (batch, 1, width)), x], axis=1)
-    x = nn.Dropout(self.dropout)(x, deterministic=not train)
-    mask = jnp.ones(x.shape[:2], dtype=bool)
-    x = Encoder(size["depth"], size["num_heads"], size["mlp_dim"], self.dropout, self.dtype,
-                remat=self.remat, remat_policy=self.remat_policy, scan_layers=self.scan_layers,
-                key_bias=self.key_bias, name="encoder")(x, mask, train=train)
-    map_pool = (MapPooling(size["num_heads"], size["mlp_dim"], self.dtype, self.key_bias,
-                           name="map")
-                if self.pool_type == "map" else None)
-    return Features(tokens=x, mask=mask, pooled=pool(self.pool_type, x, mask, map_pool))
+    return encode_tokens(self, x, jnp.ones((batch, grid_h * grid_w), bool), size,
+                         self.pool_type, train=train, key_bias=self.key_bias)
