@@ -22,6 +22,9 @@ Tasks (`task=`):
   offset   the audio's offset, classified into 20 ms bins over +-300 ms; reports the mean
            absolute error in ms and the share within 40 ms, beside a cross-correlation
            baseline (evaluators/av_offset.py)
+  dcca     no labels: the two encoders (model paired_embeddings, embed_dim-wide projections)
+           trained with the Deep CCA loss; reports the total canonical correlation of the
+           validation and test pairs, beside random projections of the same inputs
 
 Arguments (`--config=configs/shapes_av.py:ARG`, comma-separated key=value):
   task=event|count|offset
@@ -33,6 +36,8 @@ Arguments (`--config=configs/shapes_av.py:ARG`, comma-separated key=value):
   video=tubelet|factorised  the video encoder's kind
   width=128, depth=2        the encoders' and fusion module's sizes
   modality_dropout=0.0      training: the probability that a clip loses one stream
+  embed_dim=16              dcca: each modality's embedding width (keep it well below the
+                            batch size: see losses/dcca.py)
   data=default|small|tiny   the shapes_av builder config (10k / 2k / 32 training clips)
   total_steps=2000, batch_size=64
   tiny=false                a minute-long smoke-test setting
@@ -41,8 +46,9 @@ from ml_collections import config_dict
 
 from multimodal import config_utils
 
-LABELS = {"event": ("event", 8), "count": ("num_bounces", 7)}  # label key, classes
 OFFSET_MAX_MS, OFFSET_BIN_MS = 300, 20
+LABELS = {"event": ("event", 8), "count": ("num_bounces", 7),  # label key, classes
+          "offset": ("offset_bin", 2 * OFFSET_MAX_MS // OFFSET_BIN_MS + 1)}
 # Mean and std of the log-mel features over shapes_av clips (16 kHz; 100 clips measured).
 LOG_MEL_MEAN, LOG_MEL_STD = -1.9, 1.2
 
@@ -56,36 +62,28 @@ def pp(task: str, modalities: tuple[str, ...], sample_rate: int) -> str:
             f"in_max={LOG_MEL_MEAN + LOG_MEL_STD})"]
   if "video" in modalities:
     ops.append("value_range(-1, 1, key='video')")
-  label = "offset_bin"
   if task == "offset":
     ops.append(f"offset_bin(max_ms={OFFSET_MAX_MS}, bin_ms={OFFSET_BIN_MS})")
-  else:
-    label = LABELS[task][0]
-  keep = ", ".join(repr(k) for k in (*modalities, label))
+  labels = (LABELS[task][0],) if task in LABELS else ()
+  keep = ", ".join(repr(k) for k in (*modalities, *labels))
   return "|".join(ops + [f"keep({keep})"])
 
 
 def get_config(arg: str | None = None):
   args = config_utils.parse_arg(arg, task="event", modalities="audio+video",
                                 fusion="bottleneck", video="tubelet", width=128, depth=2,
-                                modality_dropout=0.0, data="default", total_steps=2000,
-                                batch_size=64, tiny=False)
-  config_utils.choices([args.task], ("event", "count", "offset"), "task")
+                                modality_dropout=0.0, embed_dim=16, data="default",
+                                total_steps=2000, batch_size=64, tiny=False)
+  config_utils.choices([args.task], ("event", "count", "offset", "dcca"), "task")
   modalities = config_utils.choices(args.modalities.split("+"), ("audio", "video"),
                                     "modalities")
   config_utils.choices([args.video], ("tubelet", "factorised"), "video")
-  if args.task == "offset" and len(modalities) < 2:
-    raise ValueError("task=offset compares the two streams: it needs modalities=audio+video.")
+  if args.task in ("offset", "dcca") and len(modalities) < 2:
+    raise ValueError(f"task={args.task} compares the two streams: it needs "
+                     "modalities=audio+video.")
   c = config_utils.shapes_base(args, dataset="shapes_av")
   sample_rate = 8000 if args.data == "tiny" else 16000
   c.pp_train = pp(args.task, modalities, sample_rate)
-
-  if args.task == "offset":
-    label_key = "offset_bin"
-    num_classes = 2 * OFFSET_MAX_MS // OFFSET_BIN_MS + 1
-  else:
-    label_key, num_classes = LABELS[args.task]
-  c.task = dict(type="classification", num_classes=num_classes, label_key=label_key)
 
   width, depth = (32, 1) if args.tiny else (args.width, args.depth)
   sizes = dict(variant=None, width=width, depth=depth, mlp_dim=2 * width, num_heads=4)
@@ -95,14 +93,22 @@ def get_config(arg: str | None = None):
       "video": dict(type="video_encoder", kind=args.video, patch_size=8, tubelet_time=2,
                     pool_type="gap", **sizes),
   }
-  fusion = args.fusion if len(modalities) > 1 else "early"  # one stream: its own layers
-  query, context = ("audio", "video") if len(modalities) > 1 else (modalities[0],) * 2
-  c.model = dict(
-      type="fusion_classifier", encoders={m: encoders[m] for m in modalities},
-      fusion=dict(type=fusion, width=width, depth=depth, num_heads=4, mlp_dim=2 * width,
-                  **config_utils.fusion_settings(fusion, depth, query, context)),
-      head=dict(type="classifier", hidden_dim=2 * width, dropout=0.0),
-      modality_dropout=args.modality_dropout, dtype="float32")
+  encoders = {m: encoders[m] for m in modalities}
+  if args.task == "dcca":
+    c.task = dict(type="dcca", modalities=modalities, ridge=1e-3)
+    c.model = dict(type="paired_embeddings", encoders=encoders, embed_dim=args.embed_dim,
+                   dtype="float32")
+  else:
+    label_key, num_classes = LABELS[args.task]
+    c.task = dict(type="classification", num_classes=num_classes, label_key=label_key)
+    fusion = args.fusion if len(modalities) > 1 else "early"  # one stream: its own layers
+    query, context = ("audio", "video") if len(modalities) > 1 else (modalities[0],) * 2
+    c.model = dict(
+        type="fusion_classifier", encoders=encoders,
+        fusion=dict(type=fusion, width=width, depth=depth, num_heads=4, mlp_dim=2 * width,
+                    **config_utils.fusion_settings(fusion, depth, query, context)),
+        head=dict(type="classifier", hidden_dim=2 * width, dropout=0.0),
+        modality_dropout=args.modality_dropout, dtype="float32")
 
   c.optimizer.learning_rate = 1e-3
   c.optimizer.warmup_steps = 2 if args.tiny else 200
@@ -117,7 +123,12 @@ def evals(pp_eval: str, task: str, modalities: tuple[str, ...], batch_size: int,
           every_steps: int) -> dict:
   """Validation during training and test at the end; with two streams, the test split
   again with each one missing (event and count)."""
-  if task == "offset":
+  if task == "dcca":
+    def evaluator(split: str, every: int) -> dict:
+      return dict(type="canonical_correlation", split=split, pp=pp_eval,
+                  batch_size=batch_size, every_steps=every, modalities=modalities,
+                  ridge=1e-3, max_examples=config_dict.placeholder(int))
+  elif task == "offset":
     def evaluator(split: str, every: int) -> dict:
       return dict(type="av_offset", split=split, pp=pp_eval, batch_size=batch_size,
                   every_steps=every, max_ms=OFFSET_MAX_MS, bin_ms=OFFSET_BIN_MS,

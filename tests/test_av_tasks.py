@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from multimodal import models
+from multimodal import models, tasks
 from multimodal.data.pp import av_ops
 from multimodal.data.shapes import av_clips
 from multimodal.evaluators import av_offset
+from multimodal.losses import dcca
 from tests.main_runs import run_main
 
 TINY = dict(variant=None, width=16, depth=1, mlp_dim=32, num_heads=2)
@@ -99,12 +100,34 @@ def test_one_modality_and_clear_errors():
         jax.random.key(0), _batch(0), train=False)
 
 
+def test_dcca_task_maximises_the_embeddings_correlation():
+  model = models.MODELS.build(dict(
+      type="paired_embeddings", embed_dim=4,
+      encoders={"audio": dict(type="audio_encoder", patch_time=8, patch_freq=8, **TINY),
+                "video": dict(type="video_encoder", patch_size=8, tubelet_time=2, **TINY)}))
+  batch = {k: jnp.concatenate([v] * 4) for k, v in _batch(0).items()}  # 12 pairs
+  params = model.init(jax.random.key(0), batch, train=False)
+  outputs = model.apply(params, batch, train=False)
+  assert outputs["audio"].shape == outputs["video"].shape == (12, 4)
+  task = tasks.TASKS.build(dict(type="dcca", modalities=("audio", "video"), ridge=1e-3))
+  loss, metrics = task.loss(outputs, batch)
+  np.testing.assert_allclose(-loss, dcca.total_correlation(outputs["audio"], outputs["video"],
+                                                           ridge=1e-3), rtol=1e-6)
+  assert metrics["total_correlation"] == -loss
+  with pytest.raises(ValueError, match="exactly two"):
+    models.MODELS.build(dict(type="paired_embeddings", embed_dim=4, encoders={
+        "audio": dict(type="audio_encoder", **TINY)})).init(jax.random.key(0), batch,
+                                                           train=False)
+
+
 @pytest.mark.parametrize("task, keys", [
     ("event", ("test/classification/accuracy", "test/classification/missing_audio/accuracy",
                "test/classification/missing_video/accuracy",
                "validation/classification/accuracy/alignment/shifted")),
     ("offset", ("test/av_offset/mae_ms", "test/av_offset/within_40ms",
                 "test/av_offset/baseline/mae_ms", "validation/av_offset/shifted/mae_ms")),
+    ("dcca", ("test/canonical_correlation/total_correlation",
+              "test/canonical_correlation/random_projection/total_correlation")),
 ])
 def test_shapes_av_config_trains_and_reports(tmp_path, task, keys):
   result = run_main(str(tmp_path / "run"), str(tmp_path / "data"), config="shapes_av.py",
