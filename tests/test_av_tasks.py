@@ -138,3 +138,16 @@ def test_shapes_av_config_trains_and_reports(tmp_path, task, keys):
   for key in keys:
     assert key in results, sorted(results)
     assert np.isfinite(results[key])
+
+
+def test_modality_report_compares_alone_and_joint():
+  from multimodal.benchmarks import modality_report
+  joint = {"test/classification/accuracy": 0.9,
+           "test/classification/missing_video/accuracy": 0.5,   # audio only
+           "test/classification/missing_audio/accuracy": 0.75}  # video only
+  alone = {"audio": {"test/classification/accuracy": 0.6},
+           "video": {"test/classification/accuracy": 0.7}}
+  table = modality_report.report(joint, alone, "test", "classification/accuracy")
+  assert "| audio | 0.600 | 0.500 | -0.100 |" in table
+  assert "| video | 0.700 | 0.750 | +0.050 |" in table
+  assert "| all (joint) | | 0.900 | +0.200 over the best single |" in table
