@@ -54,8 +54,11 @@ def test_cross_correlation_baseline_finds_a_clean_offset(offset_ms):
 
 
 def test_offset_metrics():
-  metrics = av_offset.offset_metrics(np.array([0.0, 50.0, -20.0]), np.array([0.0, 0.0, 20.0]))
-  assert metrics == {"mae_ms": 30.0, "within_40ms": 2 / 3, "num_examples": 3.0}
+  metrics = av_offset.by_alignment(np.array([0.0, 50.0, -20.0]), np.array([0.0, 0.0, 20.0]))
+  assert metrics == {"mae_ms": 30.0, "within_40ms": 2 / 3, "num_examples": 3.0,
+                     "synced/mae_ms": 25.0, "synced/within_40ms": 0.5,
+                     "synced/num_examples": 2.0, "shifted/mae_ms": 40.0,
+                     "shifted/within_40ms": 1.0, "shifted/num_examples": 1.0}
 
 
 def _classifier(modalities, fusion="bottleneck"):
@@ -125,7 +128,8 @@ def test_dcca_task_maximises_the_embeddings_correlation():
                "test/classification/missing_video/accuracy",
                "validation/classification/accuracy/alignment/shifted")),
     ("offset", ("test/av_offset/mae_ms", "test/av_offset/within_40ms",
-                "test/av_offset/baseline/mae_ms", "validation/av_offset/shifted/mae_ms")),
+                "test/av_offset/baseline/mae_ms", "validation/av_offset/shifted/mae_ms",
+                "test/av_offset/baseline/shifted/within_40ms")),
     ("dcca", ("test/canonical_correlation/total_correlation",
               "test/canonical_correlation/random_projection/total_correlation")),
 ])

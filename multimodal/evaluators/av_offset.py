@@ -78,8 +78,8 @@ def offset_metrics(predicted_ms: np.ndarray, true_ms: np.ndarray) -> dict[str, f
 class AvOffsetEvaluator(common.SplitEvaluator):
   """Reports the model's `mae_ms` and `within_40ms` (|error| <= 40 ms) on the split, from
   its predicted offset bin's center, and the same for the cross-correlation baseline
-  (`baseline/...`, computed once on the raw clips); `synced/` and `shifted/` break the
-  model's down by the clip's alignment.
+  (`baseline/...`, computed once on the raw clips); `synced/` and `shifted/` break both down
+  by the clip's alignment (a model that always says 0 is right on every synced clip).
 
   Args (besides the split evaluator's):
     max_ms, bin_ms: the offset bins of the pp op `offset_bin`.
@@ -118,15 +118,22 @@ class AvOffsetEvaluator(common.SplitEvaluator):
         baseline.extend(cross_correlation_offset(
             batch["_audio"][i] / 32768.0, batch["_video"][i], metadata["sample_rate"],
             metadata["fps"], self.max_ms) for i in valid)
-    predicted, true = np.asarray(predicted), np.asarray(true, np.float64)
-    metrics = offset_metrics(predicted, true)
-    for part, rows in (("synced", true == 0), ("shifted", true != 0)):
-      if rows.any():
-        metrics.update({f"{part}/{k}": v for k, v in
-                        offset_metrics(predicted[rows], true[rows]).items()})
+    true = np.asarray(true, np.float64)
+    metrics = by_alignment(np.asarray(predicted), true)
     if baseline:
       self._baseline_metrics = {f"baseline/{k}": v for k, v in
-                                offset_metrics(np.asarray(baseline), true).items()
-                                if k != "num_examples"}
+                                by_alignment(np.asarray(baseline), true).items()
+                                if not k.endswith("num_examples")}
     metrics.update(self._baseline_metrics or {})
     return metrics
+
+
+def by_alignment(predicted_ms: np.ndarray, true_ms: np.ndarray) -> dict[str, float]:
+  """`offset_metrics` over all clips, and under `synced/` and `shifted/` over those with a
+  zero and a nonzero offset."""
+  metrics = offset_metrics(predicted_ms, true_ms)
+  for part, rows in (("synced", true_ms == 0), ("shifted", true_ms != 0)):
+    if rows.any():
+      metrics.update({f"{part}/{k}": v for k, v in
+                      offset_metrics(predicted_ms[rows], true_ms[rows]).items()})
+  return metrics
