@@ -3,6 +3,8 @@ modality missing. A removed modality keeps its tokens but all of them are masked
 every fusion module treats as absent."""
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,10 +34,10 @@ def from_batch(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
           if k.endswith(MISSING_SUFFIX)}
 
 
-def remover(modality: str):
+def remover(modality: str) -> Callable[[dict[str, np.ndarray]], None]:
   """A host-batch edit (for `evaluators.common.predicted_batches`) that removes `modality`
   from every row: sets `{modality}_missing` to True."""
-  def edit(batch: dict) -> None:
+  def edit(batch: dict[str, np.ndarray]) -> None:
     batch[modality + MISSING_SUFFIX] = np.ones(len(batch["_valid"]), bool)
 
   return edit
