@@ -5,7 +5,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from multimodal.models import variants
+from multimodal.models.encoder_settings import EncoderSettings
 from multimodal.models.features import Features
 from multimodal.models.posemb import AddPositionEmbedding
 from multimodal.models.registry import ENCODERS
@@ -14,7 +14,7 @@ from multimodal.models.vit import encode_tokens, patch_embedding
 
 
 @ENCODERS.register("audio_encoder")
-class AudioEncoder(nn.Module):
+class AudioEncoder(EncoderSettings):
   """Log-mel spectrogram -> non-overlapping time x frequency patches -> Features.
 
   Input: float[B, F, M], F time frames by M mel bins (the `log_mel` pp op's output, batched),
@@ -34,20 +34,10 @@ class AudioEncoder(nn.Module):
     pool_type: "cls" (adds a class token), "gap" (over real patches), "map" or "none".
     remat, remat_policy, scan_layers: how the transformer blocks run (see `Encoder`).
   """
-  variant: str | None = "tiny"
-  width: int | None = None
-  depth: int | None = None
-  mlp_dim: int | None = None
-  num_heads: int | None = None
   patch_time: int = 16
   patch_freq: int = 16
   posemb: str = "learn"
   pool_type: str = "gap"
-  dropout: float = 0.0
-  dtype: jnp.dtype = jnp.float32
-  remat: bool = False
-  remat_policy: str = "nothing_saveable"
-  scan_layers: bool = False
 
   @nn.compact
   def __call__(self, spectrogram: jax.Array, mask: jax.Array | None = None, *,
@@ -64,8 +54,7 @@ class AudioEncoder(nn.Module):
     if mel_bins % self.patch_freq:
       raise ValueError(f"audio_encoder: {mel_bins} mel bins are not a multiple of "
                        f"patch_freq={self.patch_freq}.")
-    size = variants.resolve(self.variant, width=self.width, depth=self.depth,
-                            mlp_dim=self.mlp_dim, num_heads=self.num_heads)
+    size = self.sizes()
     frames = time_mask(spectrogram, mask, "audio_encoder")
     x, patches = pad_to_patches(spectrogram.astype(self.dtype), frames, self.patch_time)
     x = patch_embedding(size["width"], (self.patch_time, self.patch_freq), self.dtype,

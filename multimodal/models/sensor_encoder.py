@@ -5,10 +5,9 @@ from typing import Sequence
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from multimodal.models import partitioning as p
-from multimodal.models import variants
+from multimodal.models.encoder_settings import EncoderSettings
 from multimodal.models.features import Features
 from multimodal.models.pooling import MapPooling, pool
 from multimodal.models.posemb import AddPositionEmbedding
@@ -21,7 +20,7 @@ KINDS = ("conv", "transformer")
 
 
 @ENCODERS.register("sensor_encoder")
-class SensorEncoder(nn.Module):
+class SensorEncoder(EncoderSettings):
   """A multichannel signal float[B, T, C] -> Features, tokens in time order.
 
   Optionally bool[B, T], True for real time steps; padded steps are zeroed first, so nothing
@@ -43,21 +42,11 @@ class SensorEncoder(nn.Module):
     remat, remat_policy, scan_layers: how the transformer blocks run (see `Encoder`).
   """
   kind: str = "transformer"
-  variant: str | None = "tiny"
-  width: int | None = None
-  depth: int | None = None
-  mlp_dim: int | None = None
-  num_heads: int | None = None
   conv_channels: Sequence[int] = (64, 128)
   conv_kernel: int = 5
   conv_stride: int = 2
   patch_time: int = 16
   pool_type: str = "gap"
-  dropout: float = 0.0
-  dtype: jnp.dtype = jnp.float32
-  remat: bool = False
-  remat_policy: str = "nothing_saveable"
-  scan_layers: bool = False
 
   @nn.compact
   def __call__(self, signal: jax.Array, mask: jax.Array | None = None, *,
@@ -69,8 +58,7 @@ class SensorEncoder(nn.Module):
     if signal.ndim != 3:
       raise ValueError("sensor_encoder: the signal must be float[B, T, channels], got shape "
                        f"{list(signal.shape)}.")
-    size = variants.resolve(self.variant, width=self.width, depth=self.depth,
-                            mlp_dim=self.mlp_dim, num_heads=self.num_heads)
+    size = self.sizes()
     steps = time_mask(signal, mask, "sensor_encoder")
     signal = signal.astype(self.dtype)
     if self.kind == "conv":

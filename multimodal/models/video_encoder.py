@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from multimodal.models import variants
+from multimodal.models.encoder_settings import EncoderSettings
 from multimodal.models.features import Features
 from multimodal.models.posemb import AddPositionEmbedding, sincos_2d
 from multimodal.models.registry import ENCODERS
@@ -33,7 +33,7 @@ def sincos_3d(time: int, height: int, width: int, dim: int) -> np.ndarray:
 
 
 @ENCODERS.register("video_encoder")
-class VideoEncoder(nn.Module):
+class VideoEncoder(EncoderSettings):
   """Video frames -> Features, as a tubelet or a factorised-encoder ViViT (Arnab et al., 2021).
 
   Input: float[B, T, H, W, C] frames (sampled by the pipeline), H and W multiples of
@@ -64,22 +64,12 @@ class VideoEncoder(nn.Module):
     remat, remat_policy, scan_layers: how the transformer blocks run (see `Encoder`).
   """
   kind: str = "tubelet"
-  variant: str | None = "tiny"
-  width: int | None = None
-  depth: int | None = None
-  mlp_dim: int | None = None
-  num_heads: int | None = None
   temporal_depth: int | None = None
   patch_size: int = 16
   tubelet_time: int = 2
   posemb: str = "learn"
   spatial_pool: str = "cls"
   pool_type: str = "gap"
-  dropout: float = 0.0
-  dtype: jnp.dtype = jnp.float32
-  remat: bool = False
-  remat_policy: str = "nothing_saveable"
-  scan_layers: bool = False
 
   @nn.compact
   def __call__(self, video: jax.Array, mask: jax.Array | None = None, *,
@@ -87,8 +77,7 @@ class VideoEncoder(nn.Module):
     """video: float[B, T, H, W, C]; mask: bool[B, T] or None -> Features(tokens float[B, N, D],
     mask bool[B, N], pooled) with N as the class docstring says for each kind."""
     self._check(video)
-    size = variants.resolve(self.variant, width=self.width, depth=self.depth,
-                            mlp_dim=self.mlp_dim, num_heads=self.num_heads)
+    size = self.sizes()
     frames = time_mask(video, mask, "video_encoder")
     if self.kind == "tubelet":
       return self._tubelets(video.astype(self.dtype), frames, size, train=train)
