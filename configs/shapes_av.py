@@ -21,13 +21,18 @@ Tasks (`task=`):
   count    how many bounces (0..6)
   offset   the audio's offset, classified into 20 ms bins over +-300 ms; reports the mean
            absolute error in ms and the share within 40 ms, beside a cross-correlation
-           baseline (evaluators/av_offset.py)
+           baseline (evaluators/av_offset.py). offset_model=sync (default): the model
+           `sync_offset`, a learned cross-correlation: per-time audio features (20 ms
+           full-band patches) against per-frame video features (1-frame tubelets, 3
+           sub-steps per frame), scored for every offset bin; offset_model=fusion: the
+           fusion_classifier over the fusion module, as for the other tasks
   dcca     no labels: the two encoders (model paired_embeddings, embed_dim-wide projections)
            trained with the Deep CCA loss; reports the total canonical correlation of the
            validation and test pairs, beside random projections of the same inputs
 
 Arguments (`--config=configs/shapes_av.py:ARG`, comma-separated key=value):
-  task=event|count|offset
+  task=event|count|offset|dcca
+  offset_model=sync|fusion  task=offset: learned cross-correlation, or a fusion module
   modalities=audio+video    the streams the model reads: audio+video, audio or video
   fusion=bottleneck         any fusion module of the library (early, late, hybrid,
                             weighted_sum, concat_mlp, gated, cross_attention, co_attention,
@@ -47,6 +52,7 @@ from ml_collections import config_dict
 from multimodal import config_utils
 
 OFFSET_MAX_MS, OFFSET_BIN_MS = 300, 20
+WINDOW_MS, HOP_MS, MEL_BINS = 25, 10, 64  # the log-mel front end
 LABELS = {"event": ("event", 8), "count": ("num_bounces", 7),  # label key, classes
           "offset": ("offset_bin", 2 * OFFSET_MAX_MS // OFFSET_BIN_MS + 1)}
 # Mean and std of the log-mel features over shapes_av clips (16 kHz; 100 clips measured).
@@ -56,8 +62,8 @@ LOG_MEL_MEAN, LOG_MEL_STD = -1.9, 1.2
 def pp(task: str, modalities: tuple[str, ...], sample_rate: int) -> str:
   ops = []
   if "audio" in modalities:
-    ops += [f"log_mel(key='audio', sample_rate={sample_rate}, window_ms=25, hop_ms=10, "
-            f"mel_bins=64)",
+    ops += [f"log_mel(key='audio', sample_rate={sample_rate}, window_ms={WINDOW_MS}, "
+            f"hop_ms={HOP_MS}, mel_bins={MEL_BINS})",
             f"value_range(0, 1, key='audio', in_min={LOG_MEL_MEAN}, "
             f"in_max={LOG_MEL_MEAN + LOG_MEL_STD})"]
   if "video" in modalities:
@@ -71,18 +77,19 @@ def pp(task: str, modalities: tuple[str, ...], sample_rate: int) -> str:
 
 def get_config(arg: str | None = None):
   args = config_utils.parse_arg(arg, task="event", modalities="audio+video",
-                                fusion="bottleneck", video="tubelet", width=128, depth=2,
+                                fusion="bottleneck", video="tubelet", offset_model="sync", width=128, depth=2,
                                 modality_dropout=0.0, embed_dim=16, data="default",
                                 total_steps=2000, batch_size=64, tiny=False)
   config_utils.choices([args.task], ("event", "count", "offset", "dcca"), "task")
   modalities = config_utils.choices(args.modalities.split("+"), ("audio", "video"),
                                     "modalities")
   config_utils.choices([args.video], ("tubelet", "factorised"), "video")
+  config_utils.choices([args.offset_model], ("sync", "fusion"), "offset_model")
   if args.task in ("offset", "dcca") and len(modalities) < 2:
     raise ValueError(f"task={args.task} compares the two streams: it needs "
                      "modalities=audio+video.")
   c = config_utils.shapes_base(args, dataset="shapes_av")
-  sample_rate = 8000 if args.data == "tiny" else 16000
+  sample_rate, fps = (8000, 8.0) if args.data == "tiny" else (16000, 16.0)  # the builder's
   c.pp_train = pp(args.task, modalities, sample_rate)
 
   width, depth = (32, 1) if args.tiny else (args.width, args.depth)
@@ -98,6 +105,16 @@ def get_config(arg: str | None = None):
     c.task = dict(type="dcca", modalities=modalities, ridge=1e-3)
     c.model = dict(type="paired_embeddings", encoders=encoders, embed_dim=args.embed_dim,
                    dtype="float32")
+  elif args.task == "offset" and args.offset_model == "sync":
+    c.task = dict(type="classification", num_classes=LABELS["offset"][1],
+                  label_key=LABELS["offset"][0])
+    c.model = dict(
+        type="sync_offset", max_ms=OFFSET_MAX_MS, bin_ms=OFFSET_BIN_MS, hop_ms=HOP_MS,
+        window_ms=WINDOW_MS, fps=fps, video_substeps=3, sync_dim=64, dtype="float32",
+        encoders={"audio": dict(encoders["audio"], patch_time=2, patch_freq=MEL_BINS,
+                                pool_type="none"),
+                  "video": dict(encoders["video"], kind="tubelet", tubelet_time=1,
+                                pool_type="none")})
   else:
     label_key, num_classes = LABELS[args.task]
     c.task = dict(type="classification", num_classes=num_classes, label_key=label_key)
