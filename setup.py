@@ -26,6 +26,7 @@ EXTRAS_REQUIRE = {
     "test": [
         "pytest>=8,<10",
         "pytest-timeout>=2.3,<3",
+        "pytest-xdist>=3.5,<4",  # the suite runs on every core (README: pytest -n)
         "nbclient>=0.10,<0.12",
         "nbformat>=5.10,<6",
         "ipykernel>=6.29,<8",

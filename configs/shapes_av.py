@@ -29,9 +29,13 @@ Tasks (`task=`):
   dcca     no labels: the two encoders (model paired_embeddings, embed_dim-wide projections)
            trained with the Deep CCA loss; reports the total canonical correlation of the
            validation and test pairs, beside random projections of the same inputs
+  contrastive  no labels: the same two encoders, L2-normalised, trained with the SigLIP loss
+           (audio and video of one clip a positive pair, every other pairing in the batch a
+           negative); reports audio-to-video and video-to-audio retrieval R@1/5/10 over each
+           split (beside chance), and the total canonical correlation as for dcca
 
 Arguments (`--config=configs/shapes_av.py:ARG`, comma-separated key=value):
-  task=event|count|offset|dcca
+  task=event|count|offset|dcca|contrastive
   offset_model=sync|fusion  task=offset: learned cross-correlation, or a fusion module
   modalities=audio+video    the streams the model reads: audio+video, audio or video
   fusion=bottleneck         any fusion module of the library (early, late, hybrid,
@@ -41,8 +45,8 @@ Arguments (`--config=configs/shapes_av.py:ARG`, comma-separated key=value):
   video=tubelet|factorised  the video encoder's kind
   width=128, depth=2        the encoders' and fusion module's sizes
   modality_dropout=0.0      training: the probability that a clip loses one stream
-  embed_dim=16              dcca: each modality's embedding width (keep it well below the
-                            batch size: see losses/dcca.py)
+  embed_dim=16              dcca, contrastive: each modality's embedding width (for dcca
+                            keep it well below the batch size: see losses/dcca.py)
   data=default|small|tiny   the shapes_av builder config (10k / 2k / 32 training clips)
   total_steps=2000, batch_size=64
   tiny=false                a minute-long smoke-test setting
@@ -80,12 +84,13 @@ def get_config(arg: str | None = None):
                                 fusion="bottleneck", video="tubelet", offset_model="sync", width=128, depth=2,
                                 modality_dropout=0.0, embed_dim=16, data="default",
                                 total_steps=2000, batch_size=64, tiny=False)
-  config_utils.choices([args.task], ("event", "count", "offset", "dcca"), "task")
+  config_utils.choices([args.task], ("event", "count", "offset", "dcca", "contrastive"),
+                       "task")
   modalities = config_utils.choices(args.modalities.split("+"), ("audio", "video"),
                                     "modalities")
   config_utils.choices([args.video], ("tubelet", "factorised"), "video")
   config_utils.choices([args.offset_model], ("sync", "fusion"), "offset_model")
-  if args.task in ("offset", "dcca") and len(modalities) < 2:
+  if args.task in ("offset", "dcca", "contrastive") and len(modalities) < 2:
     raise ValueError(f"task={args.task} compares the two streams: it needs "
                      "modalities=audio+video.")
   c = config_utils.shapes_base(args, dataset="shapes_av")
@@ -105,6 +110,10 @@ def get_config(arg: str | None = None):
     c.task = dict(type="dcca", modalities=modalities, ridge=1e-3)
     c.model = dict(type="paired_embeddings", encoders=encoders, embed_dim=args.embed_dim,
                    dtype="float32")
+  elif args.task == "contrastive":
+    c.task = dict(type="contrastive", loss="sigmoid", modalities=modalities)
+    c.model = dict(type="paired_embeddings", encoders=encoders, embed_dim=args.embed_dim,
+                   contrastive=True, dtype="float32")
   elif args.task == "offset" and args.offset_model == "sync":
     c.task = dict(type="classification", num_classes=LABELS["offset"][1],
                   label_key=LABELS["offset"][0])
@@ -140,11 +149,21 @@ def evals(pp_eval: str, task: str, modalities: tuple[str, ...], batch_size: int,
           every_steps: int) -> dict:
   """Validation during training and test at the end; with two streams, the test split
   again with each one missing (event and count)."""
-  if task == "dcca":
-    def evaluator(split: str, every: int) -> dict:
+  if task in ("dcca", "contrastive"):
+    def correlation(split: str, every: int) -> dict:
       return dict(type="canonical_correlation", split=split, pp=pp_eval,
                   batch_size=batch_size, every_steps=every, modalities=modalities,
                   ridge=1e-3, max_examples=config_dict.placeholder(int))
+    if task == "contrastive":
+      def retrieval(split: str, every: int) -> dict:
+        return dict(type="paired_retrieval", split=split, pp=pp_eval, batch_size=batch_size,
+                    every_steps=every, modalities=modalities,
+                    max_examples=config_dict.placeholder(int))
+      return dict(validation=retrieval("validation", every_steps),
+                  test=retrieval("test", 0),
+                  validation_correlation=correlation("validation", 0),
+                  test_correlation=correlation("test", 0))
+    evaluator = correlation
   elif task == "offset":
     def evaluator(split: str, every: int) -> dict:
       return dict(type="av_offset", split=split, pp=pp_eval, batch_size=batch_size,

@@ -12,6 +12,7 @@ from multimodal.benchmarks import fusion
 MODULES = ["gated", "no_such_module", "cross_attention"]
 CONFIG = "configs/shapes_vqa.py:tiny=true"
 OVERRIDES = ["--config.total_steps=4", "--config.evals.validation.every_steps=2"]
+XDIST_GROUP = "fusion_sweep"  # the tests that read the sweep share one xdist worker
 
 
 @dataclasses.dataclass(frozen=True)

@@ -123,6 +123,38 @@ def test_dcca_task_maximises_the_embeddings_correlation():
                                                            train=False)
 
 
+def test_contrastive_task_between_audio_and_video():
+  model = models.MODELS.build(dict(
+      type="paired_embeddings", embed_dim=4, contrastive=True,
+      encoders={"audio": dict(type="audio_encoder", patch_time=8, patch_freq=8, **TINY),
+                "video": dict(type="video_encoder", patch_size=8, tubelet_time=2, **TINY)}))
+  batch = _batch(0)
+  outputs = model.apply(model.init(jax.random.key(0), batch, train=False), batch, train=False)
+  np.testing.assert_allclose(np.linalg.norm(outputs["audio"], axis=1), 1.0, rtol=1e-5)
+  task = tasks.TASKS.build(dict(type="contrastive", modalities=("audio", "video")))
+  assert task.model_kwargs() == {}
+  loss, metrics = task.loss(outputs, batch)
+  # SigLIP by hand: -log sigmoid(+-(t * cos + b)), summed over the pairings, per example.
+  logits = outputs["temperature"] * outputs["audio"] @ outputs["video"].T + outputs["bias"]
+  signs = 2 * np.eye(3) - 1
+  np.testing.assert_allclose(loss, np.sum(np.logaddexp(0, -signs * logits)) / 3, rtol=1e-5)
+  assert "audio_to_video_accuracy" in metrics
+  assert set(task.predict(outputs, batch)) == {"audio_embedding", "video_embedding"}
+  with pytest.raises(ValueError, match="needs its tokenizer"):
+    tasks.TASKS.build(dict(type="contrastive", modalities=("audio", "text")))
+
+
+def test_paired_recall_both_ways():
+  from multimodal.evaluators.paired_retrieval import paired_recall
+  x = np.eye(4)
+  y = np.eye(4)[[0, 1, 3, 2]]  # pairs 2 and 3 swapped
+  metrics = paired_recall(x, y, ("audio", "video"), ks=(1, 2))
+  assert metrics["audio_to_video/R@1"] == metrics["video_to_audio/R@1"] == 0.5
+  assert metrics["chance/R@2"] == 0.5 and metrics["num_examples"] == 4
+  with pytest.raises(ValueError, match="one video per audio"):
+    paired_recall(x, y[:3], ("audio", "video"))
+
+
 @pytest.mark.parametrize("task, keys", [
     ("event", ("test/classification/accuracy", "test/classification/missing_audio/accuracy",
                "test/classification/missing_video/accuracy",
@@ -132,6 +164,9 @@ def test_dcca_task_maximises_the_embeddings_correlation():
                 "test/av_offset/baseline/shifted/within_40ms")),
     ("dcca", ("test/canonical_correlation/total_correlation",
               "test/canonical_correlation/random_projection/total_correlation")),
+    ("contrastive", ("test/paired_retrieval/audio_to_video/R@1",
+                     "test/paired_retrieval/chance/R@1",
+                     "test/canonical_correlation/total_correlation")),
 ])
 def test_shapes_av_config_trains_and_reports(tmp_path, task, keys):
   result = run_main(str(tmp_path / "run"), str(tmp_path / "data"), config="shapes_av.py",

@@ -6,11 +6,20 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from tests.fusion_sweep import XDIST_GROUP
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(glob.glob(os.path.join(REPO, "colabs", "*.ipynb")))
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[os.path.basename(p) for p in NOTEBOOKS])
+def _param(path: str):
+  """The fusion colab reads the session's sweep: it runs in the sweep's xdist worker."""
+  marks = ([pytest.mark.xdist_group(XDIST_GROUP)]
+           if os.path.basename(path) == "fusion_benchmark.ipynb" else [])
+  return pytest.param(path, id=os.path.basename(path), marks=marks)
+
+
+@pytest.mark.parametrize("path", [_param(p) for p in NOTEBOOKS])
 def test_colab_runs(path, tmp_path, monkeypatch, request):
   # The kernel inherits this process's environment (8 simulated devices from conftest.py).
   monkeypatch.setenv("MULTIMODAL_COLAB_TINY", "1")

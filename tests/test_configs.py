@@ -90,6 +90,9 @@ MODEL_IO = {
                           (2, 8)),
     "sync_offset": (dict(audio=jnp.zeros((2, 98, 64)), video=jnp.zeros((2, 16, 32, 32, 3))),
                     (2, 31)),  # 31 offset bins of 20 ms
+    "paired_embeddings": (dict(audio=jnp.zeros((2, 98, 64)),
+                               video=jnp.zeros((2, 16, 32, 32, 3))),
+                          {"audio": (2, 32), "video": (2, 32), "temperature": (), "bias": ()}),
     "beit3_nlvr": (NLVR_BATCH, (2, 2)),
     "beit3_mdm": (dict(image=jnp.zeros((2, 32, 32, 3)), text_tokens=jnp.ones((2, 8), jnp.int32),
                        text_mask=jnp.ones((2, 8), bool)),
@@ -119,6 +122,7 @@ MODEL_KWARGS = {"paligemma": dict(vocab_size=50), "pali": dict(vocab_size=50),
                 "two_towers": dict(vocab_size=50),
                 "fusion_nlvr": dict(num_classes=2, vocab_size=50),
                 "fusion_classifier": dict(num_classes=8), "sync_offset": dict(num_classes=31),
+                "paired_embeddings": dict(),
                 "beit3_nlvr": dict(num_classes=2, vocab_size=50),
                 "beit3_mdm": dict(vocab_size=50, mask_id=4),
                 "scene_parser": dict(attributes=dict(shape=3, color=6, size=2)),
@@ -135,7 +139,8 @@ def test_there_are_configs():
     (os.path.join(REPO, "configs", "shapes_vqa_generative.py"), "model=pali"),
     (os.path.join(REPO, "configs", "shapes_t2i_dalle.py"), "model=maskgit"),
     (os.path.join(REPO, "configs", "shapes_t2i_diffusion.py"), "model=dit"),
-    (os.path.join(REPO, "configs", "shapes_av.py"), "task=offset")],
+    (os.path.join(REPO, "configs", "shapes_av.py"), "task=offset"),
+    (os.path.join(REPO, "configs", "shapes_av.py"), "task=contrastive")],
     ids=lambda v: os.path.basename(v) if isinstance(v, str) and v.endswith(".py") else str(v))
 def test_config_loads_and_builds_its_model(path, arg):
   config = load(path).get_config(arg)

@@ -9,7 +9,11 @@ import jax
 import pytest
 
 from multimodal.benchmarks import fusion, main_job
-from tests.fusion_sweep import CONFIG, MODULES, OVERRIDES
+from tests.fusion_sweep import CONFIG, MODULES, OVERRIDES, XDIST_GROUP
+
+# Under pytest-xdist (--dist loadgroup) every reader of the session's sweep runs in one worker,
+# so the sweep runs once.
+pytestmark = pytest.mark.xdist_group(XDIST_GROUP)
 
 
 @pytest.fixture

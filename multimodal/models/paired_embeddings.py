@@ -1,5 +1,6 @@
 """Two modalities embedded apart, for co-learning objectives that compare them (DCCA,
-contrastive): each modality's encoder, pooled, then a linear projection to `embed_dim`."""
+contrastive): each modality's encoder, pooled, then a linear projection to `embed_dim`; for a
+contrastive loss also L2-normalised, with a learned temperature and bias (as `two_towers`)."""
 from __future__ import annotations
 
 from typing import Any
@@ -11,6 +12,7 @@ from multimodal.models import partitioning as p
 from multimodal.models.fusion_classifier import encode
 from multimodal.models.fusion_vqa import compute_dtype
 from multimodal.models.registry import MODELS
+from multimodal.models.two_towers import l2_normalize, temperature_and_bias
 
 Spec = dict[str, Any]
 
@@ -22,24 +24,37 @@ class PairedEmbeddings(nn.Module):
       (text: text_tokens, text_mask), as in `fusion_classifier`.
     embed_dim: the width of each modality's embedding.
     vocab_size: the tokenizer's vocabulary size (only with a text modality).
+    contrastive: L2-normalise the embeddings and add the logits' temperature and bias (for
+      the `contrastive` task); without it the embeddings stay as projected (DCCA).
+    temperature_init, bias_init: as `two_towers` (SigLIP's log 10 and -10 by default).
     dtype: compute dtype name; parameters stay float32.
   """
   encoders: dict[str, Spec]
   embed_dim: int
   vocab_size: int | None = None
+  contrastive: bool = False
+  temperature_init: float = 2.302585  # log(10)
+  bias_init: float = -10.0
   dtype: str = "float32"
 
   @nn.compact
   def __call__(self, batch: dict[str, jax.Array], *, train: bool) -> dict[str, jax.Array]:
-    """-> {modality: float32[B, embed_dim]} for both modalities (not normalised: CCA is
-    invariant to each view's scale)."""
+    """-> {modality: float32[B, embed_dim]} for both modalities (normalised only when
+    `contrastive`: CCA is invariant to each view's scale), and with `contrastive` also
+    "temperature" and "bias" float32[]."""
     if len(self.encoders) != 2:
       raise ValueError(f"paired_embeddings needs exactly two modalities; got "
                        f"{sorted(self.encoders)}.")
     dtype = compute_dtype(self.dtype)
     features = encode(self.encoders, batch, dtype, self.vocab_size, train=train)
-    return {name: nn.Dense(self.embed_dim, dtype=dtype, name=f"{name}_projection",
-                           kernel_init=p.init(nn.initializers.lecun_normal(), "embed", None),
-                           bias_init=p.init(nn.initializers.zeros, None))(f.pooled)
-            .astype("float32")
-            for name, f in features.items()}
+    out = {name: nn.Dense(self.embed_dim, dtype=dtype, name=f"{name}_projection",
+                          kernel_init=p.init(nn.initializers.lecun_normal(), "embed", None),
+                          bias_init=p.init(nn.initializers.zeros, None))(f.pooled)
+           .astype("float32")
+           for name, f in features.items()}
+    if not self.contrastive:
+      return out
+    out = {name: l2_normalize(x) for name, x in out.items()}
+    out["temperature"], out["bias"] = temperature_and_bias(self, self.temperature_init,
+                                                           self.bias_init)
+    return out

@@ -25,6 +25,14 @@ def l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
   return x / jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True) + eps)
 
 
+def temperature_and_bias(module: nn.Module, temperature_init: float, bias_init: float
+                         ) -> tuple[jax.Array, jax.Array]:
+  """The contrastive logits' learned scale and offset (params `log_temperature`, `bias` of
+  `module`; call inside its compact method): (exp(t) float32[], b float32[])."""
+  log_t = module.param("log_temperature", nn.initializers.constant(temperature_init), ())
+  return jnp.exp(log_t), module.param("bias", nn.initializers.constant(bias_init), ())
+
+
 @MODELS.register("two_towers")
 class TwoTowers(nn.Module):
   """Attributes:
@@ -75,7 +83,6 @@ class TwoTowers(nn.Module):
     if not out:
       raise ValueError("The two towers need an `image` or `text_tokens` batch key; got "
                        f"{sorted(batch)}.")
-    log_t = self.param("log_temperature", nn.initializers.constant(self.temperature_init), ())
-    out["temperature"] = jnp.exp(log_t)
-    out["bias"] = self.param("bias", nn.initializers.constant(self.bias_init), ())
+    out["temperature"], out["bias"] = temperature_and_bias(self, self.temperature_init,
+                                                           self.bias_init)
     return out
