@@ -166,7 +166,7 @@ def test_paired_recall_both_ways():
               "test/canonical_correlation/random_projection/total_correlation")),
     ("contrastive", ("test/paired_retrieval/audio_to_video/R@1",
                      "test/paired_retrieval/chance/R@1",
-                     "test/canonical_correlation/total_correlation")),
+                     "test_correlation/canonical_correlation/total_correlation")),
 ])
 def test_shapes_av_config_trains_and_reports(tmp_path, task, keys):
   result = run_main(str(tmp_path / "run"), str(tmp_path / "data"), config="shapes_av.py",
