@@ -24,8 +24,10 @@ Tasks (`task=`):
            baseline (evaluators/av_offset.py). offset_model=sync (default): the model
            `sync_offset`, a learned cross-correlation: per-time audio features (20 ms
            full-band patches) against per-frame video features (1-frame tubelets, 3
-           sub-steps per frame), scored for every offset bin; offset_model=fusion: the
-           fusion_classifier over the fusion module, as for the other tasks
+           sub-steps per frame), scored for every offset bin; each encoder attends only
+           within sync_window_ms of a token (local context: what happens when, not which
+           clip it is); offset_model=fusion: the fusion_classifier over the fusion module,
+           as for the other tasks
   dcca     no labels: the two encoders (model paired_embeddings, embed_dim-wide projections)
            trained with the Deep CCA loss; reports the total canonical correlation of the
            validation and test pairs, beside random projections of the same inputs
@@ -37,6 +39,8 @@ Tasks (`task=`):
 Arguments (`--config=configs/shapes_av.py:ARG`, comma-separated key=value):
   task=event|count|offset|dcca|contrastive
   offset_model=sync|fusion  task=offset: learned cross-correlation, or a fusion module
+  sync_window_ms=125        offset_model=sync: each encoder's attention span either side
+                            (0: global attention)
   modalities=audio+video    the streams the model reads: audio+video, audio or video
   fusion=bottleneck         any fusion module of the library (early, late, hybrid,
                             weighted_sum, concat_mlp, gated, cross_attention, co_attention,
@@ -81,7 +85,7 @@ def pp(task: str, modalities: tuple[str, ...], sample_rate: int) -> str:
 
 def get_config(arg: str | None = None):
   args = config_utils.parse_arg(arg, task="event", modalities="audio+video",
-                                fusion="bottleneck", video="tubelet", offset_model="sync", width=128, depth=2,
+                                fusion="bottleneck", video="tubelet", offset_model="sync", sync_window_ms=125, width=128, depth=2,
                                 modality_dropout=0.0, embed_dim=16, data="default",
                                 total_steps=2000, batch_size=64, tiny=False)
   config_utils.choices([args.task], ("event", "count", "offset", "dcca", "contrastive"),
@@ -115,15 +119,18 @@ def get_config(arg: str | None = None):
     c.model = dict(type="paired_embeddings", encoders=encoders, embed_dim=args.embed_dim,
                    contrastive=True, dtype="float32")
   elif args.task == "offset" and args.offset_model == "sync":
+    def steps(step_ms: float) -> int | None:  # the attention window in an encoder's steps
+      return max(round(args.sync_window_ms / step_ms), 1) if args.sync_window_ms else None
+
     c.task = dict(type="classification", num_classes=LABELS["offset"][1],
                   label_key=LABELS["offset"][0])
     c.model = dict(
         type="sync_offset", max_ms=OFFSET_MAX_MS, bin_ms=OFFSET_BIN_MS, hop_ms=HOP_MS,
         window_ms=WINDOW_MS, fps=fps, video_substeps=3, sync_dim=64, dtype="float32",
         encoders={"audio": dict(encoders["audio"], patch_time=2, patch_freq=MEL_BINS,
-                                pool_type="none"),
+                                pool_type="none", time_window=steps(2 * HOP_MS)),
                   "video": dict(encoders["video"], kind="tubelet", tubelet_time=1,
-                                pool_type="none")})
+                                pool_type="none", time_window=steps(1000 / fps))})
   else:
     label_key, num_classes = LABELS[args.task]
     c.task = dict(type="classification", num_classes=num_classes, label_key=label_key)

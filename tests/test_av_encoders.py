@@ -130,6 +130,26 @@ def test_video_tubelet_tokens_are_time_major():
   np.testing.assert_array_equal(changed, np.arange(12) // 4 == 1)
 
 
+@pytest.mark.parametrize("name,settings,x,steps,per_step", [
+    ("audio_encoder", dict(patch_time=2, patch_freq=16), SPECTROGRAM, 9, 2),
+    ("video_encoder", dict(kind="tubelet", patch_size=8, tubelet_time=1), VIDEO, 5, 4),
+    ("video_encoder", dict(kind="factorised", patch_size=8), VIDEO, 5, 1),
+    ("sensor_encoder", dict(kind="transformer", patch_time=3), SIGNAL, 7, 1)])
+def test_time_window_keeps_each_token_to_its_neighbours(name, settings, x, steps, per_step):
+  # Two blocks with a window of 1 step: a change at step 0 reaches steps 0..2, no further.
+  module = encoder(name, depth=2, time_window=1, pool_type="none", **settings)
+  variables, out, apply = init_apply(module, x)
+  per_input_step = x.shape[1] // steps
+  other = apply(variables, x.at[:, :per_input_step].add(1.0))
+  changed = np.abs(np.asarray(other.tokens - out.tokens)).max(axis=(0, 2)) > 1e-6
+  np.testing.assert_array_equal(changed, np.arange(steps * per_step) // per_step <= 2)
+  # Without the window the change reaches every step.
+  global_module = encoder(name, depth=2, pool_type="none", **settings)
+  variables, out, apply = init_apply(global_module, x)
+  assert (np.abs(np.asarray(apply(variables, x.at[:, :per_input_step].add(1.0)).tokens
+                            - out.tokens)).max(axis=(0, 2)) > 1e-6).all()
+
+
 def test_sincos_3d_gives_every_tubelet_its_own_embedding():
   emb = sincos_3d(3, 2, 2, 32)
   assert emb.shape == (12, 32)
@@ -205,6 +225,9 @@ def test_jitted_forward_is_deterministic():
     ("video_encoder", dict(kind="factorised", spatial_pool="none"), VIDEO, "spatial_pool"),
     ("sensor_encoder", dict(kind="conv", pool_type="cls"), SIGNAL, "no class token"),
     ("sensor_encoder", dict(kind="rnn"), SIGNAL, "kind 'rnn'"),
+    ("sensor_encoder", dict(kind="conv", time_window=2), SIGNAL, "time_window applies"),
+    ("audio_encoder", dict(patch_time=2, patch_freq=16, time_window=-1), SPECTROGRAM,
+     "time_window=-1"),
 ])
 def test_bad_settings_and_shapes_raise(name, settings, x, match):
   with pytest.raises(ValueError, match=match):

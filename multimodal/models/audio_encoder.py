@@ -4,12 +4,13 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from multimodal.models.encoder_settings import EncoderSettings
 from multimodal.models.features import Features
 from multimodal.models.posemb import AddPositionEmbedding
 from multimodal.models.registry import ENCODERS
-from multimodal.models.time_padding import pad_to_patches, time_mask
+from multimodal.models.time_padding import local_attention, pad_to_patches, time_mask
 from multimodal.models.vit import encode_tokens, patch_embedding
 
 
@@ -63,4 +64,6 @@ class AudioEncoder(EncoderSettings):
     x = jnp.reshape(x, (batch, grid_t * grid_f, width))  # time-major
     x = AddPositionEmbedding(self.posemb, (grid_t, grid_f), name="posemb")(x)
     token_mask = jnp.repeat(patches, grid_f, axis=1)
-    return encode_tokens(self, x, token_mask, size, self.pool_type, train=train)
+    attention = local_attention(np.repeat(np.arange(grid_t), grid_f), self.time_window)
+    return encode_tokens(self, x, token_mask, size, self.pool_type, train=train,
+                         attention=attention)

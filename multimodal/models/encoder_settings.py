@@ -18,6 +18,9 @@ class EncoderSettings(nn.Module):
     dropout: dropout rate in the transformer blocks.
     dtype: compute dtype (params stay float32).
     remat, remat_policy, scan_layers: how the transformer blocks run (see `Encoder`).
+    time_window: a token attends only to tokens at most this many time steps (patches,
+      tubelets or frames along time) away: local temporal context, as an event detector
+      needs; None: every token (global).
   """
   variant: str | None = "tiny"
   width: int | None = None
@@ -29,6 +32,7 @@ class EncoderSettings(nn.Module):
   remat: bool = False
   remat_policy: str = "nothing_saveable"
   scan_layers: bool = False
+  time_window: int | None = None
 
   def sizes(self) -> dict[str, int]:
     """The resolved width, depth, mlp_dim and num_heads (`variants.resolve`)."""

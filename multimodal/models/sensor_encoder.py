@@ -5,6 +5,7 @@ from typing import Sequence
 
 import flax.linen as nn
 import jax
+import numpy as np
 
 from multimodal.models import partitioning as p
 from multimodal.models.encoder_settings import EncoderSettings
@@ -12,7 +13,8 @@ from multimodal.models.features import Features
 from multimodal.models.pooling import MapPooling, pool
 from multimodal.models.posemb import AddPositionEmbedding
 from multimodal.models.registry import ENCODERS
-from multimodal.models.time_padding import pad_to_patches, time_mask, zero_padding
+from multimodal.models.time_padding import (local_attention, pad_to_patches, time_mask,
+                                            zero_padding)
 from multimodal.models.transformer import dense
 from multimodal.models.vit import encode_tokens, patch_embedding
 
@@ -62,13 +64,17 @@ class SensorEncoder(EncoderSettings):
     steps = time_mask(signal, mask, "sensor_encoder")
     signal = signal.astype(self.dtype)
     if self.kind == "conv":
+      if self.time_window is not None:
+        raise ValueError("sensor_encoder: time_window applies to kind='transformer' (a "
+                         "convolution's context is its kernels).")
       return self._conv(signal, steps, size)
     if self.patch_time < 1:
       raise ValueError(f"sensor_encoder: patch_time={self.patch_time} must be >= 1.")
     x, patches = pad_to_patches(signal, steps, self.patch_time)
     x = patch_embedding(size["width"], (self.patch_time,), self.dtype, "stem")(x)
     x = AddPositionEmbedding("learn", name="posemb")(x)
-    return encode_tokens(self, x, patches, size, self.pool_type, train=train)
+    return encode_tokens(self, x, patches, size, self.pool_type, train=train,
+                         attention=local_attention(np.arange(x.shape[1]), self.time_window))
 
   def _conv(self, x: jax.Array, mask: jax.Array, size: dict[str, int]) -> Features:
     if self.pool_type == "cls":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def time_mask(x: jax.Array, mask: jax.Array | None, what: str) -> jax.Array:
@@ -33,3 +34,15 @@ def pad_to_patches(x: jax.Array, mask: jax.Array, patch: int) -> tuple[jax.Array
   x = jnp.pad(zero_padding(x, mask), [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
   mask = jnp.pad(mask, [(0, 0), (0, pad)])
   return x, jnp.any(mask.reshape(mask.shape[0], -1, patch), axis=2)
+
+
+def local_attention(token_steps: np.ndarray, window: int | None) -> np.ndarray | None:
+  """bool[N, N]: token i may attend token j when their time steps (token_steps: int[N], e.g.
+  each patch's index along time) lie at most `window` apart; None (attend all) when window is
+  None."""
+  if window is None:
+    return None
+  if window < 0:
+    raise ValueError(f"time_window={window} must be >= 0 (or None: attend to all steps).")
+  steps = np.asarray(token_steps)
+  return np.abs(steps[:, None] - steps[None, :]) <= window

@@ -187,9 +187,11 @@ class Encoder(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array, *, train: bool) -> jax.Array:
-    """x: float[B, T, D]; mask: bool[B, T] padding mask -> float[B, T, D]."""
+    """x: float[B, T, D]; mask: bool[B, T] padding mask, or bool[B, T, T] (query t may attend
+    key s) -> float[B, T, D]."""
     make_block = functools.partial(EncoderBlock, self.num_heads, self.mlp_dim, self.dropout,
                                    dtype=self.dtype, key_bias=self.key_bias)
-    x = stack_blocks(make_block, self.depth, x, mask[:, None, :], train=train,
+    x = stack_blocks(make_block, self.depth, x, mask[:, None, :] if mask.ndim == 2 else mask,
+                     train=train,
                      stacking=Stacking.of(self))
     return layer_norm("ln_final", self.dtype)(x)

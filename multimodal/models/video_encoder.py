@@ -10,7 +10,7 @@ from multimodal.models.encoder_settings import EncoderSettings
 from multimodal.models.features import Features
 from multimodal.models.posemb import AddPositionEmbedding, sincos_2d
 from multimodal.models.registry import ENCODERS
-from multimodal.models.time_padding import pad_to_patches, time_mask
+from multimodal.models.time_padding import local_attention, pad_to_patches, time_mask
 from multimodal.models.vit import ViT, encode_tokens, patch_embedding
 
 KINDS = ("tubelet", "factorised")
@@ -114,7 +114,10 @@ class VideoEncoder(EncoderSettings):
     else:
       x = x + jnp.asarray(sincos_3d(grid_t, grid_h, grid_w, width))[None].astype(x.dtype)
     mask = jnp.repeat(tubelets, grid_h * grid_w, axis=1)
-    return encode_tokens(self, x, mask, size, self.pool_type, train=train)
+    attention = local_attention(np.repeat(np.arange(grid_t), grid_h * grid_w),
+                                self.time_window)
+    return encode_tokens(self, x, mask, size, self.pool_type, train=train,
+                         attention=attention)
 
   def _factorised(self, video: jax.Array, frames: jax.Array, size: dict[str, int], *,
                   train: bool) -> Features:
@@ -132,4 +135,5 @@ class VideoEncoder(EncoderSettings):
     temporal = dict(size, depth=size["depth"] if self.temporal_depth is None
                     else self.temporal_depth)
     return encode_tokens(self, x, frames, temporal, self.pool_type, train=train,
-                         prefix="temporal_")
+                         prefix="temporal_",
+                         attention=local_attention(np.arange(steps), self.time_window))

@@ -7,6 +7,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from multimodal.models import partitioning as p
 from multimodal.models import variants
@@ -73,8 +74,8 @@ def patch_embedding(width: int, patch: Sequence[int], dtype: jnp.dtype = jnp.flo
 
 
 def encode_tokens(module: nn.Module, x: jax.Array, mask: jax.Array, size: dict[str, int],
-                  pool_type: str, *, train: bool, key_bias: bool = False, prefix: str = ""
-                  ) -> Features:
+                  pool_type: str, *, train: bool, key_bias: bool = False, prefix: str = "",
+                  attention: np.ndarray | None = None) -> Features:
   """What follows the embedding in every ViT-style encoder: a class token in front (param
   `{prefix}cls`, only for pool_type "cls"), dropout, the `Encoder` (`{prefix}encoder`) and
   pooling (`{prefix}map` for "map").
@@ -83,6 +84,8 @@ def encode_tokens(module: nn.Module, x: jax.Array, mask: jax.Array, size: dict[s
   `dtype`, `remat`, `remat_policy` and `scan_layers` fields set the rest. `size`: the
   resolved depth, num_heads and mlp_dim (see `variants.resolve`).
   x: float[B, T, D]; mask: bool[B, T] -> Features over [B, T (+1 for cls), D].
+  attention: bool[T, T] or None: which tokens each token may attend to besides padding (e.g.
+  `time_padding.local_attention`); a class token attends to and is seen by every token.
   """
   batch, _, width = x.shape
   if pool_type == "cls":
@@ -90,11 +93,14 @@ def encode_tokens(module: nn.Module, x: jax.Array, mask: jax.Array, size: dict[s
                        (1, 1, width))
     x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (batch, 1, width)), x], axis=1)
     mask = jnp.concatenate([jnp.ones((batch, 1), bool), mask], axis=1)
+    if attention is not None:
+      attention = np.pad(attention, ((1, 0), (1, 0)), constant_values=True)
+  pairs = mask if attention is None else mask[:, None, :] & jnp.asarray(attention)[None]
   x = nn.Dropout(module.dropout)(x, deterministic=not train)
   x = Encoder(size["depth"], size["num_heads"], size["mlp_dim"], module.dropout, module.dtype,
               remat=module.remat, remat_policy=module.remat_policy,
               scan_layers=module.scan_layers, key_bias=key_bias,
-              name=f"{prefix}encoder")(x, mask, train=train)
+              name=f"{prefix}encoder")(x, pairs, train=train)
   map_pool = (MapPooling(size["num_heads"], size["mlp_dim"], module.dtype, key_bias,
                          name=f"{prefix}map")
               if pool_type == "map" else None)
