@@ -40,6 +40,10 @@ Arguments (`--config=configs/shapes_av.py:ARG`, comma-separated key=value):
   offset_model=sync|fusion  task=offset: learned cross-correlation, or a fusion module
   sync_window_ms=0          offset_model=sync: each encoder's attention span either side
                             (0: global attention; 125 generalised worse, see the README)
+  resample_offset=true      task=offset, training: every time a clip is read it gets a new
+                            offset, drawn as the builder draws one, and its audio is moved
+                            to match (the uncovered span filled with the builder's noise),
+                            so the model cannot learn each clip's offset by heart
   modalities=audio+video    the streams the model reads: audio+video, audio or video
   fusion=bottleneck         any fusion module of the library (early, late, hybrid,
                             weighted_sum, concat_mlp, gated, cross_attention, co_attention,
@@ -57,6 +61,7 @@ Arguments (`--config=configs/shapes_av.py:ARG`, comma-separated key=value):
 from ml_collections import config_dict
 
 from multimodal import config_utils
+from multimodal.data.shapes import av_clips
 
 OFFSET_MAX_MS, OFFSET_BIN_MS = 300, 20
 WINDOW_MS, HOP_MS, MEL_BINS = 25, 10, 64  # the log-mel front end
@@ -66,8 +71,15 @@ LABELS = {"event": ("event", 8), "count": ("num_bounces", 7),  # label key, clas
 LOG_MEL_MEAN, LOG_MEL_STD = -1.9, 1.2
 
 
-def pp(task: str, modalities: tuple[str, ...], sample_rate: int) -> str:
+def pp(task: str, modalities: tuple[str, ...], sample_rate: int,
+       resample_offset: bool = False) -> str:
+  """The pp string; `resample_offset` (offset task, training): each clip gets a new offset
+  drawn as the builder draws one, and its audio moves to match (data/pp/av_ops.py)."""
   ops = []
+  if resample_offset:
+    clip = av_clips.ClipSettings()
+    ops.append(f"resample_offset(sample_rate={sample_rate}, max_ms={OFFSET_MAX_MS}, "
+               f"share={clip.offset_share}, noise_std={clip.audio_noise})")
   if "audio" in modalities:
     ops += [f"log_mel(key='audio', sample_rate={sample_rate}, window_ms={WINDOW_MS}, "
             f"hop_ms={HOP_MS}, mel_bins={MEL_BINS})",
@@ -84,7 +96,8 @@ def pp(task: str, modalities: tuple[str, ...], sample_rate: int) -> str:
 
 def get_config(arg: str | None = None):
   args = config_utils.parse_arg(arg, task="event", modalities="audio+video",
-                                fusion="bottleneck", video="tubelet", offset_model="sync", sync_window_ms=0, width=128, depth=2,
+                                fusion="bottleneck", video="tubelet", offset_model="sync",
+                                sync_window_ms=0, resample_offset=True, width=128, depth=2,
                                 modality_dropout=0.0, embed_dim=16, data="default",
                                 total_steps=2000, batch_size=64, tiny=False)
   config_utils.choices([args.task], ("event", "count", "offset", "dcca", "contrastive"),
@@ -98,7 +111,9 @@ def get_config(arg: str | None = None):
                      "modalities=audio+video.")
   c = config_utils.shapes_base(args, dataset="shapes_av")
   sample_rate, fps = (8000, 8.0) if args.data == "tiny" else (16000, 16.0)  # the builder's
-  c.pp_train = pp(args.task, modalities, sample_rate)
+  c.pp_train = pp(args.task, modalities, sample_rate,
+                  resample_offset=args.task == "offset" and args.resample_offset)
+  pp_eval = pp(args.task, modalities, sample_rate)
 
   width, depth = (32, 1) if args.tiny else (args.width, args.depth)
   sizes = dict(variant=None, width=width, depth=depth, mlp_dim=2 * width, num_heads=4)
@@ -145,7 +160,7 @@ def get_config(arg: str | None = None):
   c.optimizer.learning_rate = 1e-3
   c.optimizer.warmup_steps = 2 if args.tiny else 200
   c.optimizer.weight_decay = 1e-4
-  c.evals = evals(c.pp_train, args.task, modalities, batch_size=32 if args.tiny else 250,
+  c.evals = evals(pp_eval, args.task, modalities, batch_size=32 if args.tiny else 250,
                   every_steps=0 if args.tiny else 500)
   c.checkpoint = dict(every_steps=10 if args.tiny else 500, keep=2)
   return c

@@ -1,9 +1,13 @@
-"""Preprocessing ops for audio-visual clips: offset labels as classes over bins."""
+"""Preprocessing ops for audio-visual clips: offset labels as classes over bins, and a
+training augmentation that gives a clip a new offset."""
 from __future__ import annotations
 
 import tensorflow as tf
 
+from multimodal.data.pp.ops import op_seed
 from multimodal.data.pp.registry import PP_OPS, Example, PpFn
+
+_PCM16_FULL_SCALE = 32767.0
 
 
 def offset_bins(max_ms: int, bin_ms: int) -> int:
@@ -34,3 +38,52 @@ def offset_bin(max_ms: int = 300, bin_ms: int = 20, key: str = "offset_ms",
 def bin_center_ms(bins, max_ms: int, bin_ms: int):
   """Inverse of `offset_bin`: bin indices (int array) -> their centers in ms."""
   return (bins - max_ms // bin_ms) * bin_ms
+
+
+@PP_OPS.register("resample_offset")
+def resample_offset(sample_rate: int, max_ms: int = 300, share: float = 0.5,
+                    noise_std: float = 0.02, key: str = "audio",
+                    offset_key: str = "offset_ms") -> PpFn:
+  """Training augmentation for offset estimation: a new offset for the clip, drawn as
+  `shapes_av` draws one (0, or on `share` of the clips a whole number of ms uniform in
+  [-max_ms, max_ms] without 0), and the audio moved to match it.
+
+  example[key]: int16[N] PCM audio whose offset is example[offset_key] (ms; positive: the
+  audio lags). The audio moves later by (new - old) ms, whole samples at `sample_rate`; the
+  span it leaves uncovered gets white noise of std `noise_std` (full-scale units, the
+  builder's `audio_noise`), so it reads as a stretch without sounds. Each clip then shows up
+  under many offsets over the epochs, which a model cannot learn by heart. Without a seed
+  (evaluation) the example passes unchanged.
+  """
+  if sample_rate <= 0 or max_ms < 1 or not 0.0 <= share <= 1.0 or noise_std < 0:
+    raise ValueError(f"resample_offset: need sample_rate > 0, max_ms >= 1, share in [0, 1] "
+                     f"and noise_std >= 0; got {sample_rate}, {max_ms}, {share}, {noise_std}.")
+
+  def apply(example: Example) -> Example:
+    seed = op_seed(example, "resample_offset")
+    if seed is None:
+      return example
+    audio = example[key]
+    if audio.dtype != tf.int16 or audio.shape.rank != 1:
+      raise ValueError(f"resample_offset: {key!r} must be int16 PCM [N] (before log_mel), "
+                       f"got {audio.dtype.name}{audio.shape}.")
+    seeds = tf.random.experimental.stateless_split(seed, 4)
+    shifted = tf.random.stateless_uniform([], seeds[0]) < share
+    magnitude = tf.random.stateless_uniform([], seeds[1], minval=1, maxval=max_ms + 1,
+                                            dtype=tf.int32)
+    sign = 2 * tf.random.stateless_uniform([], seeds[2], maxval=2, dtype=tf.int32) - 1
+    new_ms = tf.where(shifted, sign * magnitude, 0)
+    old_ms = tf.cast(example[offset_key], tf.int32)
+    delay = tf.cast(tf.round(tf.cast(new_ms - old_ms, tf.float32) * sample_rate / 1000.0),
+                    tf.int32)
+    n = tf.shape(audio)[0]
+    noise = tf.random.stateless_normal([3 * n], seeds[3], stddev=noise_std * _PCM16_FULL_SCALE)
+    noise = tf.cast(tf.clip_by_value(tf.round(noise), -32768.0, 32767.0), tf.int16)
+    # The audio at [n, 2n) of a noise track of 3n samples, read from n - delay: sample i of
+    # the result is audio[i - delay], or noise where that lies outside the clip.
+    track = tf.concat([noise[:n], audio, noise[2 * n:]], axis=0)
+    start = tf.clip_by_value(n - delay, 0, 2 * n)
+    moved = tf.ensure_shape(track[start:start + n], audio.shape)
+    return {**example, key: moved, offset_key: tf.cast(new_ms, example[offset_key].dtype)}
+
+  return apply
