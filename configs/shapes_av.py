@@ -52,8 +52,12 @@ Arguments (`--config=configs/shapes_av.py:ARG`, comma-separated key=value):
   video=tubelet|factorised  the video encoder's kind
   width=128, depth=2        the encoders' and fusion module's sizes
   modality_dropout=0.0      training: the probability that a clip loses one stream
-  embed_dim=16              dcca, contrastive: each modality's embedding width (for dcca
-                            keep it well below the batch size: see losses/dcca.py)
+  co_learning=none          task=event|count: an auxiliary co-learning loss between the
+                            two streams' pooled encoder outputs, beside the task's loss
+                            (dcca, sigmoid: SigLIP, softmax: CLIP; models/co_learning.py)
+  co_learning_weight=0.1    its weight
+  embed_dim=16              dcca, contrastive, co_learning: each modality's embedding width
+                            (for dcca keep it well below the batch size: see losses/dcca.py)
   data=default|small|tiny   the shapes_av builder config (10k / 2k / 32 training clips)
   total_steps=2000, batch_size=64
   tiny=false                a minute-long smoke-test setting
@@ -98,7 +102,8 @@ def get_config(arg: str | None = None):
   args = config_utils.parse_arg(arg, task="event", modalities="audio+video",
                                 fusion="bottleneck", video="tubelet", offset_model="sync",
                                 sync_window_ms=0, resample_offset=True, width=128, depth=2,
-                                modality_dropout=0.0, embed_dim=16, data="default",
+                                modality_dropout=0.0, co_learning="none",
+                                co_learning_weight=0.1, embed_dim=16, data="default",
                                 total_steps=2000, batch_size=64, tiny=False)
   config_utils.choices([args.task], ("event", "count", "offset", "dcca", "contrastive"),
                        "task")
@@ -106,9 +111,15 @@ def get_config(arg: str | None = None):
                                     "modalities")
   config_utils.choices([args.video], ("tubelet", "factorised"), "video")
   config_utils.choices([args.offset_model], ("sync", "fusion"), "offset_model")
+  config_utils.choices([args.co_learning], ("none", "dcca", "sigmoid", "softmax"),
+                       "co_learning")
   if args.task in ("offset", "dcca", "contrastive") and len(modalities) < 2:
     raise ValueError(f"task={args.task} compares the two streams: it needs "
                      "modalities=audio+video.")
+  co_learning = args.co_learning != "none"
+  if co_learning and (len(modalities) < 2 or args.task not in ("event", "count")):
+    raise ValueError("co_learning adds a term between the two streams beside task=event or "
+                     f"count; got task={args.task}, modalities={args.modalities}.")
   c = config_utils.shapes_base(args, dataset="shapes_av")
   sample_rate, fps = (8000, 8.0) if args.data == "tiny" else (16000, 16.0)  # the builder's
   c.pp_train = pp(args.task, modalities, sample_rate,
@@ -155,7 +166,11 @@ def get_config(arg: str | None = None):
         fusion=dict(type=fusion, width=width, depth=depth, num_heads=4, mlp_dim=2 * width,
                     **config_utils.fusion_settings(fusion, depth, query, context)),
         head=dict(type="classifier", hidden_dim=2 * width, dropout=0.0),
-        modality_dropout=args.modality_dropout, dtype="float32")
+        modality_dropout=args.modality_dropout,
+        co_learning=dict(modalities=modalities, loss=args.co_learning,
+                         weight=args.co_learning_weight, embed_dim=args.embed_dim)
+        if co_learning else None,
+        dtype="float32")
 
   c.optimizer.learning_rate = 1e-3
   c.optimizer.warmup_steps = 2 if args.tiny else 200

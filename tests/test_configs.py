@@ -140,7 +140,8 @@ def test_there_are_configs():
     (os.path.join(REPO, "configs", "shapes_t2i_dalle.py"), "model=maskgit"),
     (os.path.join(REPO, "configs", "shapes_t2i_diffusion.py"), "model=dit"),
     (os.path.join(REPO, "configs", "shapes_av.py"), "task=offset"),
-    (os.path.join(REPO, "configs", "shapes_av.py"), "task=contrastive")],
+    (os.path.join(REPO, "configs", "shapes_av.py"), "task=contrastive"),
+    (os.path.join(REPO, "configs", "shapes_av.py"), "co_learning=dcca,modality_dropout=0.3")],
     ids=lambda v: os.path.basename(v) if isinstance(v, str) and v.endswith(".py") else str(v))
 def test_config_loads_and_builds_its_model(path, arg):
   config = load(path).get_config(arg)

@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 
 from multimodal.models import missing_modalities
+from multimodal.models.co_learning import CoLearningLoss
 from multimodal.models.features import Features
 from multimodal.models.fusion_vqa import compute_dtype, fuse_and_predict
 from multimodal.models.registry import ENCODERS, MODELS
@@ -51,6 +52,9 @@ class FusionClassifier(nn.Module):
     num_classes: from the task.
     vocab_size: the tokenizer's vocabulary size (from the task; only with a text modality).
     modality_dropout: in training, the probability that an example loses one modality.
+    co_learning: None, or an auxiliary co-learning loss between two modalities' encoder
+      outputs, computed before any modality is removed: `{'modalities': (a, b), 'loss':
+      'dcca'|'sigmoid'|'softmax', 'weight': w, 'embed_dim': d}` (`co_learning.CoLearningLoss`).
     dtype: compute dtype name; parameters stay float32.
   Batch keys: one per modality (e.g. audio float[B, F, M], video float[B, T, H, W, 3]);
   optional `{modality}_missing` bool[B] remove that modality in those examples.
@@ -61,6 +65,7 @@ class FusionClassifier(nn.Module):
   num_classes: int
   vocab_size: int | None = None
   modality_dropout: float = 0.0
+  co_learning: Spec | None = None
   dtype: str = "float32"
 
   @nn.compact
@@ -68,6 +73,10 @@ class FusionClassifier(nn.Module):
     """-> logits float32[B, num_classes]."""
     dtype = compute_dtype(self.dtype)
     features = encode(self.encoders, batch, dtype, self.vocab_size, train=train)
+    if self.co_learning:
+      spec = dict(self.co_learning)
+      CoLearningLoss(modalities=tuple(spec.pop("modalities")), **spec, dtype=dtype,
+                     name="co_learning")(features)
     features = missing_modalities.remove(features, missing_modalities.from_batch(batch))
     if train and self.modality_dropout > 0 and len(features) > 1:
       batch_size = next(iter(features.values())).mask.shape[0]

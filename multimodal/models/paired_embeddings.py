@@ -1,6 +1,7 @@
 """Two modalities embedded apart, for co-learning objectives that compare them (DCCA,
-contrastive): each modality's encoder, pooled, then a linear projection to `embed_dim`; for a
-contrastive loss also L2-normalised, with a learned temperature and bias (as `two_towers`)."""
+contrastive) as the whole objective: each modality's encoder, pooled, then a linear projection
+to `embed_dim`; for a contrastive loss also L2-normalised, with a learned temperature and bias
+(as `two_towers`). See `co_learning.py`, which also adds these losses beside another task."""
 from __future__ import annotations
 
 from typing import Any
@@ -8,11 +9,10 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-from multimodal.models import partitioning as p
+from multimodal.models.co_learning import project
 from multimodal.models.fusion_classifier import encode
 from multimodal.models.fusion_vqa import compute_dtype
 from multimodal.models.registry import MODELS
-from multimodal.models.two_towers import l2_normalize, temperature_and_bias
 
 Spec = dict[str, Any]
 
@@ -47,14 +47,5 @@ class PairedEmbeddings(nn.Module):
                        f"{sorted(self.encoders)}.")
     dtype = compute_dtype(self.dtype)
     features = encode(self.encoders, batch, dtype, self.vocab_size, train=train)
-    out = {name: nn.Dense(self.embed_dim, dtype=dtype, name=f"{name}_projection",
-                          kernel_init=p.init(nn.initializers.lecun_normal(), "embed", None),
-                          bias_init=p.init(nn.initializers.zeros, None))(f.pooled)
-           .astype("float32")
-           for name, f in features.items()}
-    if not self.contrastive:
-      return out
-    out = {name: l2_normalize(x) for name, x in out.items()}
-    out["temperature"], out["bias"] = temperature_and_bias(self, self.temperature_init,
-                                                           self.bias_init)
-    return out
+    return project(self, features, self.embed_dim, dtype, self.contrastive,
+                   self.temperature_init, self.bias_init)
