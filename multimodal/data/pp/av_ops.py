@@ -77,11 +77,11 @@ def resample_offset(sample_rate: int, max_ms: int = 300, share: float = 0.5,
     delay = tf.cast(tf.round(tf.cast(new_ms - old_ms, tf.float32) * sample_rate / 1000.0),
                     tf.int32)
     n = tf.shape(audio)[0]
-    noise = tf.random.stateless_normal([3 * n], seeds[3], stddev=noise_std * _PCM16_FULL_SCALE)
+    noise = tf.random.stateless_normal([2 * n], seeds[3], stddev=noise_std * _PCM16_FULL_SCALE)
     noise = tf.cast(tf.clip_by_value(tf.round(noise), -32768.0, 32767.0), tf.int16)
-    # The audio at [n, 2n) of a noise track of 3n samples, read from n - delay: sample i of
+    # The audio between n samples of noise on each side, read from n - delay: sample i of
     # the result is audio[i - delay], or noise where that lies outside the clip.
-    track = tf.concat([noise[:n], audio, noise[2 * n:]], axis=0)
+    track = tf.concat([noise[:n], audio, noise[n:]], axis=0)
     start = tf.clip_by_value(n - delay, 0, 2 * n)
     moved = tf.ensure_shape(track[start:start + n], audio.shape)
     return {**example, key: moved, offset_key: tf.cast(new_ms, example[offset_key].dtype)}
