@@ -19,10 +19,14 @@ def main_command(workdir, data_dir, *flags, config_arg="tiny=true", config="shap
 
 
 def main_env(num_devices=None):
-  """The environment for a main job; `num_devices` simulated CPU devices if given."""
+  """The environment for a main job: this one's, with `num_devices` simulated CPU devices
+  if given (the other XLA flags kept)."""
   env = dict(os.environ)
   if num_devices:
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={num_devices}"
+    flags = [f for f in env.get("XLA_FLAGS", "").split()
+             if not f.startswith("--xla_force_host_platform_device_count")]
+    env["XLA_FLAGS"] = " ".join([f"--xla_force_host_platform_device_count={num_devices}",
+                                 *flags])
   return env
 
 
