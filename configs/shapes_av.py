@@ -50,6 +50,9 @@ Arguments (`--config=configs/shapes_av.py:ARG`, comma-separated key=value):
                             bottleneck, multiway); cross_attention: audio attends to video.
                             With one stream: early (`depth` more layers over its tokens)
   video=tubelet|factorised  the video encoder's kind
+  video_patch=0             the video patches' side in px (0: 16 for task=offset, whose
+                            sync_offset model reads one frame per step, 3.3x faster than 8
+                            px and as accurate per step; 8 for the other tasks)
   width=128, depth=2        the encoders' and fusion module's sizes
   modality_dropout=0.0      training: the probability that a clip loses one stream
   co_learning=none          task=event|count: an auxiliary co-learning loss between the
@@ -101,7 +104,8 @@ def pp(task: str, modalities: tuple[str, ...], sample_rate: int,
 def get_config(arg: str | None = None):
   args = config_utils.parse_arg(arg, task="event", modalities="audio+video",
                                 fusion="bottleneck", video="tubelet", offset_model="sync",
-                                sync_window_ms=0, resample_offset=True, width=128, depth=2,
+                                sync_window_ms=0, resample_offset=True, video_patch=0,
+                                width=128, depth=2,
                                 modality_dropout=0.0, co_learning="none",
                                 co_learning_weight=0.1, embed_dim=16, data="default",
                                 total_steps=2000, batch_size=64, tiny=False)
@@ -127,12 +131,13 @@ def get_config(arg: str | None = None):
   pp_eval = pp(args.task, modalities, sample_rate)
 
   width, depth = (32, 1) if args.tiny else (args.width, args.depth)
+  video_patch = args.video_patch or (16 if args.task == "offset" else 8)
   sizes = dict(variant=None, width=width, depth=depth, mlp_dim=2 * width, num_heads=4)
   encoders = {
       "audio": dict(type="audio_encoder", patch_time=16, patch_freq=16, pool_type="gap",
                     **sizes),
-      "video": dict(type="video_encoder", kind=args.video, patch_size=8, tubelet_time=2,
-                    pool_type="gap", **sizes),
+      "video": dict(type="video_encoder", kind=args.video, patch_size=video_patch,
+                    tubelet_time=2, pool_type="gap", **sizes),
   }
   encoders = {m: encoders[m] for m in modalities}
   if args.task == "dcca":

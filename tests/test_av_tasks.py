@@ -61,6 +61,21 @@ def test_offset_metrics():
                      "shifted/within_40ms": 1.0, "shifted/num_examples": 1.0}
 
 
+def test_offset_metrics_split_shifted_clips_by_a_bounce_both_seen_and_heard():
+  times = tf.constant([0.05, 0.5, 0.95], tf.float32)  # bounces' video times in a 1 s clip
+  counts = [int(av_offset.shared_bounces(times, tf.constant(ms), 1.0))
+            for ms in (0, 100, -100, 300, -300, 1000)]
+  assert counts == [3, 2, 2, 2, 2, 0]  # +100: 0.95 s sounds at 1.05 s, after the clip ends
+  assert int(av_offset.shared_bounces(tf.zeros([0]), tf.constant(0), 1.0)) == 0
+  metrics = av_offset.by_alignment(np.array([0.0, 100.0, 0.0, 0.0]),
+                                   np.array([0.0, 100.0, 200.0, -40.0]),
+                                   shared_bounces=np.array([0, 2, 1, 0]))
+  assert metrics["shifted_shared/within_40ms"] == 0.5   # 100 right, 200 wrong
+  assert metrics["shifted_shared/num_examples"] == 2.0
+  assert metrics["shifted_unshared/within_40ms"] == 1.0   # -40 within 40 of 0
+  assert metrics["shared_share"] == 0.75  # synced, plus two of three shifted
+
+
 def _classifier(modalities, fusion="bottleneck"):
   encoders = {"audio": dict(type="audio_encoder", patch_time=8, patch_freq=8, **TINY),
               "video": dict(type="video_encoder", kind="tubelet", patch_size=8,
@@ -161,7 +176,7 @@ def test_paired_recall_both_ways():
                "validation/classification/accuracy/alignment/shifted")),
     ("offset", ("test/av_offset/mae_ms", "test/av_offset/within_40ms",
                 "test/av_offset/baseline/mae_ms", "validation/av_offset/shifted/mae_ms",
-                "test/av_offset/baseline/shifted/within_40ms")),
+                "test/av_offset/baseline/shifted/within_40ms", "test/av_offset/shared_share")),
     ("dcca", ("test/canonical_correlation/total_correlation",
               "test/canonical_correlation/random_projection/total_correlation")),
     ("contrastive", ("test/paired_retrieval/audio_to_video/R@1",

@@ -171,6 +171,14 @@ def test_shapes_vqa_arguments(arg):
   assert logits.shape == (2, 19)
 
 
+@pytest.mark.parametrize("arg, patch", [("task=offset", 16), ("task=event", 8),
+                                        ("task=offset,video_patch=8", 8),
+                                        ("task=event,video_patch=16", 16)])
+def test_shapes_av_video_patch_defaults_by_task(arg, patch):
+  config = load(os.path.join(REPO, "configs", "shapes_av.py")).get_config(arg)
+  assert config.model.encoders.video.patch_size == patch
+
+
 def test_config_arguments_are_typed_and_typos_name_the_nearest_key():
   args = config_utils.parse_arg("res=32,text_only=true,name=x", res=64, text_only=False,
                                 name="")

@@ -5,6 +5,12 @@ onset envelope of the audio (the rise of short-time log energy, half-wave rectif
 the video's change of motion (how unlike each other two consecutive difference images of the
 foreground are: high where an object turns, at a bounce). Both are brought to one time grid and the offset
 is the lag, within +-max_ms, that maximises their normalised cross-correlation.
+
+A shifted clip can only be lined up by its events if some bounce is both seen and heard: its
+video time t in [0, D) and the start of its sound, t + offset, in [0, D) as well (D: the clip's
+length). The evaluator counts those bounces per clip (from the stored bounce times) and breaks
+the shifted clips down by them, so that a model's error on the clips it could line up is
+told apart from the clips nothing in both streams can place.
 """
 from __future__ import annotations
 
@@ -67,6 +73,15 @@ def cross_correlation_offset(audio: np.ndarray, video: np.ndarray, sample_rate: 
   return best
 
 
+def shared_bounces(times_s: tf.Tensor, offset_ms: tf.Tensor, duration_s: float) -> tf.Tensor:
+  """int32: how many of a clip's bounces (video times float[n], in s) are both seen and
+  heard: t in [0, D) and t + offset in [0, D)."""
+  heard = tf.cast(times_s, tf.float64) + tf.cast(offset_ms, tf.float64) / 1000.0
+  inside = ((times_s >= 0.0) & (times_s < duration_s) & (heard >= 0.0)
+            & (heard < duration_s))
+  return tf.reduce_sum(tf.cast(inside, tf.int32))
+
+
 def offset_metrics(predicted_ms: np.ndarray, true_ms: np.ndarray) -> dict[str, float]:
   error = np.abs(np.asarray(predicted_ms, np.float64) - true_ms)
   return {"mae_ms": float(np.mean(error)),
@@ -79,7 +94,10 @@ class AvOffsetEvaluator(common.SplitEvaluator):
   """Reports the model's `mae_ms` and `within_40ms` (|error| <= 40 ms) on the split, from
   its predicted offset bin's center, and the same for the cross-correlation baseline
   (`baseline/...`, computed once on the raw clips); `synced/` and `shifted/` break both down
-  by the clip's alignment (a model that always says 0 is right on every synced clip).
+  by the clip's alignment (a model that always says 0 is right on every synced clip), and
+  `shifted_shared/` and `shifted_unshared/` split the shifted clips into those with and
+  without a bounce both seen and heard (see the module docstring); `shared_share` is the
+  share of all clips that are synced or shifted_shared: what lining up events can get right.
 
   Args (besides the split evaluator's):
     max_ms, bin_ms: the offset bins of the pp op `offset_bin`.
@@ -96,16 +114,23 @@ class AvOffsetEvaluator(common.SplitEvaluator):
       raise ValueError(f"{name}: the baseline needs the dataset's sample_rate and fps in its "
                        f"metadata (shapes_av has them); set baseline=False.")
     self.baseline = baseline
+    video = context.builder.info.features["video"]
+    self.duration_s = video.shape[0] / metadata["fps"] if "fps" in metadata else None
+    if "bounces" not in context.builder.info.features or self.duration_s is None:
+      raise ValueError(f"{name}: needs the dataset's bounce times and fps (shapes_av has "
+                       "them).")
     self._baseline_metrics: dict[str, float] | None = None
 
   def _extras(self, example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-    extras = {"_offset_ms": example["offset_ms"]}
+    extras = {"_offset_ms": example["offset_ms"],
+              "_shared_bounces": shared_bounces(example["bounces"]["time"],
+                                                example["offset_ms"], self.duration_s)}
     if self.baseline and self._baseline_metrics is None:
       extras.update(_audio=example["audio"], _video=example["video"])
     return extras
 
   def run(self, variables: Any, step: int) -> dict[str, float]:
-    predicted, true, baseline = [], [], []
+    predicted, true, shared, baseline = [], [], [], []
     metadata = self.context.builder.info.metadata
     for batch, predictions in common.predicted_batches(
         self.context, variables, split=self.split, pp=self.pp, batch_size=self.batch_size,
@@ -114,25 +139,36 @@ class AvOffsetEvaluator(common.SplitEvaluator):
       predicted.extend(bin_center_ms(predictions["prediction"][valid], self.max_ms,
                                      self.bin_ms))
       true.extend(batch["_offset_ms"][valid])
+      shared.extend(batch["_shared_bounces"][valid])
       if "_audio" in batch:
         baseline.extend(cross_correlation_offset(
             batch["_audio"][i] / 32768.0, batch["_video"][i], metadata["sample_rate"],
             metadata["fps"], self.max_ms) for i in valid)
     true = np.asarray(true, np.float64)
-    metrics = by_alignment(np.asarray(predicted), true)
+    shared = np.asarray(shared)
+    metrics = by_alignment(np.asarray(predicted), true, shared)
     if baseline:
       self._baseline_metrics = {f"baseline/{k}": v for k, v in
-                                by_alignment(np.asarray(baseline), true).items()
-                                if not k.endswith("num_examples")}
+                                by_alignment(np.asarray(baseline), true, shared).items()
+                                if not k.endswith(("num_examples", "shared_share"))}
     metrics.update(self._baseline_metrics or {})
     return metrics
 
 
-def by_alignment(predicted_ms: np.ndarray, true_ms: np.ndarray) -> dict[str, float]:
+def by_alignment(predicted_ms: np.ndarray, true_ms: np.ndarray,
+                 shared_bounces: np.ndarray | None = None) -> dict[str, float]:
   """`offset_metrics` over all clips, and under `synced/` and `shifted/` over those with a
-  zero and a nonzero offset."""
+  zero and a nonzero offset; given each clip's count of bounces both seen and heard, also
+  under `shifted_shared/` and `shifted_unshared/` (shifted clips with and without one), and
+  `shared_share`, the share of clips that are synced or shifted_shared."""
   metrics = offset_metrics(predicted_ms, true_ms)
-  for part, rows in (("synced", true_ms == 0), ("shifted", true_ms != 0)):
+  parts = [("synced", true_ms == 0), ("shifted", true_ms != 0)]
+  if shared_bounces is not None:
+    shared = np.asarray(shared_bounces) > 0
+    parts += [("shifted_shared", (true_ms != 0) & shared),
+              ("shifted_unshared", (true_ms != 0) & ~shared)]
+    metrics["shared_share"] = float(np.mean((true_ms == 0) | shared))
+  for part, rows in parts:
     if rows.any():
       metrics.update({f"{part}/{k}": v for k, v in
                       offset_metrics(predicted_ms[rows], true_ms[rows]).items()})
