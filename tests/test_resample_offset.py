@@ -1,5 +1,6 @@
-"""`resample_offset`: the moved audio is the clip rendered at its new offset, the new
-offsets are drawn as the builder draws them, and evaluation examples pass unchanged."""
+"""`resample_offset`: the new audio is the clip rendered at its new offset (exactly, cut from
+the wide audio; away from the gap, when moved and noise-filled), the new offsets are drawn as
+the builder draws them, and evaluation examples pass unchanged."""
 import dataclasses
 
 import numpy as np
@@ -22,6 +23,7 @@ def _op(**kwargs):
 
 def _example(clip: av_clips.Clip, seed: int | None) -> dict:
   ex = {"audio": tf.constant(av_clips.to_pcm16(av_clips.render_audio(clip, None))),
+        "audio_wide": tf.constant(av_clips.to_pcm16(av_clips.wide_audio(clip, None))),
         "offset_ms": tf.constant(int(round(clip.offset_seconds * 1000)), tf.int32)}
   if seed is not None:
     ex[pp.RNG_KEY] = tf.constant([3, seed], tf.int64)
@@ -34,14 +36,38 @@ def clips() -> list[av_clips.Clip]:
   return [av_clips.sample_clip(rng, SETTINGS) for _ in range(12)]
 
 
-def test_moved_audio_is_the_clip_rendered_at_the_new_offset(clips):
+def _at_offset(clip: av_clips.Clip, offset_ms: int) -> np.ndarray:
+  return av_clips.to_pcm16(av_clips.render_audio(
+      dataclasses.replace(clip, offset_seconds=offset_ms / 1000.0), None))
+
+
+def test_new_audio_is_the_clip_rendered_at_the_new_offset(clips):
   op, moved_clips = _op(), 0
   for k, clip in enumerate(clips):
     out = op(_example(clip, seed=k))
     new_ms = int(out["offset_ms"])
+    np.testing.assert_allclose(out["audio"].numpy(), _at_offset(clip, new_ms), atol=1)
+    moved_clips += new_ms != int(round(clip.offset_seconds * 1000))
+  assert moved_clips >= 4
+
+
+def test_wide_audio_is_required_or_declined(clips):
+  ex = _example(clips[0], seed=1)
+  del ex["audio_wide"]
+  with pytest.raises(ValueError, match="wide_key=None"):
+    _op()(ex)
+  ex = _example(clips[0], seed=1)
+  with pytest.raises(ValueError, match=r"int16 \[N \+ 9600\]"):
+    _op()({**ex, "audio_wide": ex["audio_wide"][:-1]})
+
+
+def test_moved_audio_is_the_clip_rendered_at_the_new_offset(clips):
+  op, moved_clips = _op(wide_key=None), 0
+  for k, clip in enumerate(clips):
+    out = op(_example(clip, seed=k))
+    new_ms = int(out["offset_ms"])
     audio = out["audio"].numpy()
-    at_new = av_clips.to_pcm16(av_clips.render_audio(
-        dataclasses.replace(clip, offset_seconds=new_ms / 1000.0), None))
+    at_new = _at_offset(clip, new_ms)
     delay = (new_ms - int(round(clip.offset_seconds * 1000))) * SR // 1000
     covered = slice(max(delay, 0), min(SR, SR + delay))  # samples taken from the clip
     # Tones that started before the clip's own audio window are cut off in it: compare

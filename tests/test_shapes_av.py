@@ -57,6 +57,26 @@ def _centroid(frame: np.ndarray, color: str) -> np.ndarray | None:
   return np.array([xs.mean(), ys.mean()])
 
 
+def test_wide_audio_holds_the_audio_at_the_clips_offset(clips):
+  """The stored audio is the wide audio's slice at the clip's own offset, but for the noise
+  (drawn apart for each): their difference is noise alone, and a slice 40 ms off is not."""
+  sr, margin = SETTINGS.sample_rate, SETTINGS.max_offset_ms
+  n, noise = int(SETTINGS.duration * sr), SETTINGS.audio_noise
+  off_by_40_is_worse = 0
+  for ex in clips:
+    assert ex["audio_wide"].shape == (n + 2 * margin * sr // 1000,)
+
+    def residual(ms: int) -> float:
+      start = (margin - ms) * sr // 1000
+      piece = ex["audio_wide"][start:start + n].astype(np.float64)
+      return float(np.std(piece - ex["audio"]) / 32767.0)
+
+    assert residual(ex["offset_ms"]) == pytest.approx(np.sqrt(2) * noise, rel=0.1)
+    wrong = ex["offset_ms"] + (40 if ex["offset_ms"] <= 0 else -40)
+    off_by_40_is_worse += residual(wrong) > 1.5 * np.sqrt(2) * noise
+  assert off_by_40_is_worse >= len(clips) // 2
+
+
 def test_each_bounce_is_a_turn_in_the_video(clips):
   """Between the frames around a stored bounce time, the object's color centroid reverses
   its motion along one axis (the rendered frames, not the simulator's state)."""
@@ -99,6 +119,7 @@ def test_builder_stores_the_clips(tmp_path):
   for got, want in zip(stored, expected):
     np.testing.assert_array_equal(got["audio"], want["audio"])
     np.testing.assert_array_equal(got["video"], want["video"])
+    np.testing.assert_array_equal(got["audio_wide"], want["audio_wide"])
     assert got["video"].shape == (settings.num_frames, settings.image_size,
                                   settings.image_size, 3)
     assert (got["offset_ms"], got["event"], got["num_bounces"]) == (

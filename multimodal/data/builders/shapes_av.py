@@ -31,8 +31,12 @@ class ShapesAvConfig(tfds.core.BuilderConfig):
 class ShapesAv(tfds.core.GeneratorBasedBuilder):
   """1-3 moving shapes per clip (16 frames at 32 px, 1 s of 16 kHz audio by default)."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release.",
+                   "1.1.0": "audio_wide: each clip's sound with no offset over a span longer "
+                            "by max_offset_ms on each side (any offset's audio is a slice; "
+                            "the resample_offset pp op cuts it). The other features are "
+                            "unchanged."}
   BUILDER_CONFIGS = [
       ShapesAvConfig(name="default", description="10k training clips of 1 s: 16 frames at "
                      "32 px, 16 kHz audio."),
@@ -47,6 +51,8 @@ class ShapesAv(tfds.core.GeneratorBasedBuilder):
     clip = self.builder_config.clip
     label = lambda names: tfds.features.ClassLabel(names=list(names))
     samples = int(round(clip.duration * clip.sample_rate))
+    wide_samples = int(round((clip.duration + 2 * clip.max_offset_ms / 1000.0)
+                             * clip.sample_rate))
     size = clip.image_size
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
@@ -54,6 +60,8 @@ class ShapesAv(tfds.core.GeneratorBasedBuilder):
                                           dtype=np.uint8, encoding="zlib"),
             "audio": tfds.features.Tensor(shape=(samples,), dtype=np.int16,
                                           encoding="zlib"),
+            "audio_wide": tfds.features.Tensor(shape=(wide_samples,), dtype=np.int16,
+                                               encoding="zlib"),
             "event": tfds.features.ClassLabel(num_classes=av_clips.NUM_EVENT_CLASSES),
             "num_bounces": tfds.features.ClassLabel(num_classes=av_clips.MAX_BOUNCES + 1),
             "offset_ms": np.int32,

@@ -43,21 +43,31 @@ def bin_center_ms(bins, max_ms: int, bin_ms: int):
 @PP_OPS.register("resample_offset")
 def resample_offset(sample_rate: int, max_ms: int = 300, share: float = 0.5,
                     noise_std: float = 0.02, key: str = "audio",
-                    offset_key: str = "offset_ms") -> PpFn:
+                    offset_key: str = "offset_ms", wide_key: str | None = "audio_wide"
+                    ) -> PpFn:
   """Training augmentation for offset estimation: a new offset for the clip, drawn as
   `shapes_av` draws one (0, or on `share` of the clips a whole number of ms uniform in
-  [-max_ms, max_ms] without 0), and the audio moved to match it.
+  [-max_ms, max_ms] without 0), and its audio at that offset. Each clip then shows up under
+  many offsets over the epochs, which a model cannot learn by heart. Without a seed
+  (evaluation) the example passes unchanged.
 
   example[key]: int16[N] PCM audio whose offset is example[offset_key] (ms; positive: the
-  audio lags). The audio moves later by (new - old) ms, whole samples at `sample_rate`; the
-  span it leaves uncovered gets white noise of std `noise_std` (full-scale units, the
-  builder's `audio_noise`), so it reads as a stretch without sounds. Each clip then shows up
-  under many offsets over the epochs, which a model cannot learn by heart. Without a seed
-  (evaluation) the example passes unchanged.
+  audio lags). Where the audio at the new offset comes from:
+    wide_key (default, `shapes_av` >= 1.1.0): example[wide_key], int16[N + 2 * max_ms *
+      sample_rate / 1000], the clip's sound with no offset over a span longer by max_ms on
+      each side; the new audio is its N samples from (max_ms - new) ms: exactly the clip
+      recorded at the new offset, with sounds from outside the stored audio's span.
+    wide_key=None: the stored audio moved later by (new - old) ms, whole samples; the span
+      it leaves uncovered gets white noise of std `noise_std` (full-scale units, the
+      builder's `audio_noise`). That span never holds a sound, which a model can learn to
+      read (a silent stretch at one end says how far the audio was moved).
   """
   if sample_rate <= 0 or max_ms < 1 or not 0.0 <= share <= 1.0 or noise_std < 0:
     raise ValueError(f"resample_offset: need sample_rate > 0, max_ms >= 1, share in [0, 1] "
                      f"and noise_std >= 0; got {sample_rate}, {max_ms}, {share}, {noise_std}.")
+  if wide_key is not None and (max_ms * sample_rate) % 1000:
+    raise ValueError(f"resample_offset: max_ms={max_ms} is not a whole number of samples at "
+                     f"{sample_rate} Hz.")
 
   def apply(example: Example) -> Example:
     seed = op_seed(example, "resample_offset")
@@ -73,6 +83,9 @@ def resample_offset(sample_rate: int, max_ms: int = 300, share: float = 0.5,
                                             dtype=tf.int32)
     sign = 2 * tf.random.stateless_uniform([], seeds[2], maxval=2, dtype=tf.int32) - 1
     new_ms = tf.where(shifted, sign * magnitude, 0)
+    if wide_key is not None:
+      moved = _slice_wide(example, wide_key, audio, new_ms, max_ms, sample_rate)
+      return {**example, key: moved, offset_key: tf.cast(new_ms, example[offset_key].dtype)}
     old_ms = tf.cast(example[offset_key], tf.int32)
     delay = tf.cast(tf.round(tf.cast(new_ms - old_ms, tf.float32) * sample_rate / 1000.0),
                     tf.int32)
@@ -87,3 +100,24 @@ def resample_offset(sample_rate: int, max_ms: int = 300, share: float = 0.5,
     return {**example, key: moved, offset_key: tf.cast(new_ms, example[offset_key].dtype)}
 
   return apply
+
+
+def _slice_wide(example: Example, wide_key: str, audio: tf.Tensor, new_ms: tf.Tensor,
+                max_ms: int, sample_rate: int) -> tf.Tensor:
+  """int16[N]: the audio at offset `new_ms`, cut from example[wide_key] (see
+  `resample_offset`)."""
+  if wide_key not in example:
+    raise ValueError(f"resample_offset: the example has no {wide_key!r} (shapes_av 1.1.0 "
+                     "stores it: prepare the dataset again), or pass wide_key=None to move "
+                     "the stored audio and fill the gap with noise.")
+  wide = example[wide_key]
+  margin = max_ms * sample_rate // 1000
+  if (wide.dtype != tf.int16 or wide.shape.rank != 1
+      or (wide.shape[0] is not None and audio.shape[0] is not None
+          and wide.shape[0] != audio.shape[0] + 2 * margin)):
+    raise ValueError(f"resample_offset: {wide_key!r} must be int16 [N + {2 * margin}] for "
+                     f"audio of N={audio.shape[0]} samples and max_ms={max_ms}; got "
+                     f"{wide.dtype.name}{wide.shape}.")
+  start = tf.cast(tf.round(tf.cast(max_ms - new_ms, tf.float64) * sample_rate / 1000.0),
+                  tf.int32)
+  return tf.ensure_shape(wide[start:start + tf.shape(audio)[0]], audio.shape)

@@ -11,6 +11,9 @@ On a share of the clips (`offset_share`) the audio track is shifted by a known o
 sound of a bounce at video time t lies at audio time t + offset (positive: the audio lags).
 The audio is synthesised over its own window, so its sounds come from the events of the
 shifted span, as in a recording whose streams were cut apart.
+Beside it, `wide_audio` is the clip's sound with no offset over a span longer by
+`max_offset_ms` on each side: the audio at any offset in range is a slice of it (what the
+`resample_offset` pp op cuts in training).
 
 Labels (all of the video's span [0, duration)):
   event: which shapes bounced, as a bit set over `SHAPES` (bit s set if shape s bounced):
@@ -185,23 +188,37 @@ def tone(color: str, size: str, sample_rate: int) -> np.ndarray:
       np.float32)
 
 
-def render_audio(clip: Clip, rng: np.random.Generator | None) -> np.ndarray:
-  """float32[round(duration * sample_rate)] in [-1, 1]: audio sample i at audio time
-  i / sample_rate holds the bounces of video time i / sample_rate - offset; white noise
-  added when `rng` is given."""
+def render_audio(clip: Clip, rng: np.random.Generator | None, start_s: float = 0.0,
+                 stop_s: float | None = None) -> np.ndarray:
+  """float32[round((stop_s - start_s) * sample_rate)] in [-1, 1], over audio time
+  [start_s, stop_s) (default: the clip's span [0, duration)): sample i at audio time
+  start_s + i / sample_rate holds the bounces of video time start_s + i / sample_rate -
+  offset; white noise added when `rng` is given."""
   s = clip.settings
-  n = int(round(s.duration * s.sample_rate))
+  stop_s = s.duration if stop_s is None else stop_s
+  n = int(round((stop_s - start_s) * s.sample_rate))
   audio = np.zeros(n, np.float32)
   longest = max(TONE_SECONDS.values())
-  for t, mover in clip.events(-clip.offset_seconds - longest, s.duration - clip.offset_seconds):
+  for t, mover in clip.events(start_s - clip.offset_seconds - longest,
+                              stop_s - clip.offset_seconds):
     sound = tone(mover.color, mover.size, s.sample_rate)
-    start = int(round((t + clip.offset_seconds) * s.sample_rate))
+    start = int(round((t + clip.offset_seconds - start_s) * s.sample_rate))
     lo, hi = max(start, 0), min(start + len(sound), n)
     if lo < hi:
       audio[lo:hi] += sound[lo - start:hi - start]
   if rng is not None:
     audio += s.audio_noise * rng.standard_normal(n, dtype=np.float32)
   return np.clip(audio, -1.0, 1.0)
+
+
+def wide_audio(clip: Clip, rng: np.random.Generator | None) -> np.ndarray:
+  """float32[round((duration + 2 * max_offset) * sample_rate)]: the clip's sound with no
+  offset over video time [-max_offset, duration + max_offset). The audio at an offset o
+  (ms, |o| <= max_offset_ms) is its slice of round(duration * sample_rate) samples from
+  (max_offset_ms - o) * sample_rate / 1000."""
+  margin = clip.settings.max_offset_ms / 1000.0
+  return render_audio(dataclasses.replace(clip, offset_seconds=0.0), rng, -margin,
+                      clip.settings.duration + margin)
 
 
 def to_pcm16(audio: np.ndarray) -> np.ndarray:
@@ -229,9 +246,11 @@ def labels(clip: Clip) -> dict:
 def iterate_examples(seed: int, num_clips: int, settings: ClipSettings) -> Iterator[dict]:
   """Yields clips deterministically from the seed: clip k draws from its own stream
   (seed, k), so a clip does not depend on num_clips. Each example: video uint8[T, S, S, 3],
-  audio int16[round(duration * sample_rate)], the `labels`, clip_id."""
+  audio int16[round(duration * sample_rate)], audio_wide int16 (`wide_audio`, with its own
+  noise), the `labels`, clip_id."""
   for clip_id in range(num_clips):
     rng = np.random.default_rng((seed, clip_id))
     clip = sample_clip(rng, settings)
-    yield {"video": render_video(clip, rng), "audio": to_pcm16(render_audio(clip, rng)),
+    video, audio = render_video(clip, rng), to_pcm16(render_audio(clip, rng))
+    yield {"video": video, "audio": audio, "audio_wide": to_pcm16(wide_audio(clip, rng)),
            **labels(clip), "clip_id": clip_id}
