@@ -41,9 +41,9 @@ Arguments (`--config=configs/shapes_av.py:ARG`, comma-separated key=value):
   sync_window_ms=0          offset_model=sync: each encoder's attention span either side
                             (0: global attention; 125 generalised worse, see the README)
   resample_offset=true      task=offset, training: every time a clip is read it gets a new
-                            offset, drawn as the builder draws one, and its audio is moved
-                            to match (the uncovered span filled with the builder's noise),
-                            so the model cannot learn each clip's offset by heart
+                            offset, drawn as the builder draws one, and its audio at that
+                            offset (cut from the clip's stored wide audio), so the model
+                            cannot learn each clip's offset by heart
   modalities=audio+video    the streams the model reads: audio+video, audio or video
   fusion=bottleneck         any fusion module of the library (early, late, hybrid,
                             weighted_sum, concat_mlp, gated, cross_attention, co_attention,
