@@ -114,11 +114,11 @@ class AvOffsetEvaluator(common.SplitEvaluator):
       raise ValueError(f"{name}: the baseline needs the dataset's sample_rate and fps in its "
                        f"metadata (shapes_av has them); set baseline=False.")
     self.baseline = baseline
-    video = context.builder.info.features["video"]
-    self.duration_s = video.shape[0] / metadata["fps"] if "fps" in metadata else None
-    if "bounces" not in context.builder.info.features or self.duration_s is None:
+    features = context.builder.info.features
+    if "bounces" not in features or "fps" not in metadata:
       raise ValueError(f"{name}: needs the dataset's bounce times and fps (shapes_av has "
                        "them).")
+    self.duration_s = features["video"].shape[0] / metadata["fps"]
     self._baseline_metrics: dict[str, float] | None = None
 
   def _extras(self, example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
