@@ -10,6 +10,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -188,3 +189,19 @@ def test_sigterm_to_one_host_stops_both_at_one_step_and_resumes_on_one_host(
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert_same_params(read_params(workdir, STEPS), read_params(reference, STEPS),
                      rtol=1e-5, atol=1e-5)
+
+
+def test_hosts_wait_for_a_dataset_prepared_longer_than_gloo_waits(tmp_path):
+  """Process 1 waits out process 0's 35 s of dataset preparation (gloo alone gives up after
+  30 s), and the two processes' collectives work afterwards."""
+  address = f"127.0.0.1:{free_port()}"
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "tests.slow_prepare_process", address, str(i), "35",
+       str(tmp_path)], cwd=REPO, env=main_env(num_devices=1), stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  outputs = [p.communicate(timeout=300)[0] for p in procs]
+  for p, out in zip(procs, outputs):
+    assert p.returncode == 0, out[-3000:]
+    assert "gathered [0, 1]" in out, out[-3000:]
+  waited = float(re.search(r"waited ([\d.]+) s", outputs[1]).group(1))
+  assert waited >= 35, outputs[1][-3000:]

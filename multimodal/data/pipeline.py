@@ -13,27 +13,33 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
-from jax.experimental import multihost_utils
 
 from multimodal.data import builders  # noqa: F401  (registers the TFDS builders)
 from multimodal.data import pp as pp_lib
+from multimodal.training import distributed
 
 # tf.data runs on the host CPU only; the accelerators belong to JAX.
 tf.config.set_visible_devices([], "GPU")
 
 
-def get_builder(data: Any) -> tfds.core.DatasetBuilder:
+# How long the other processes wait for process 0 to prepare a dataset: building a real one
+# from its manual_dir can take hours.
+PREPARE_TIMEOUT_S = 24 * 3600.0
+
+
+def get_builder(data: Any, prepare_timeout_s: float = PREPARE_TIMEOUT_S
+                ) -> tfds.core.DatasetBuilder:
   """The TFDS builder for `data` (name, config, data_dir, manual_dir), prepared on first use.
 
   Process 0 generates (built-in data) or builds from the manual_dir (a user's data); the
-  other processes wait for it and then read the cached files.
+  other processes wait for it, up to `prepare_timeout_s`, and then read the cached files.
   """
   name = data.name if not data.get("config") else f"{data.name}/{data.config}"
   builder = tfds.builder(name, data_dir=data.get("data_dir"))
   download_config = tfds.download.DownloadConfig(manual_dir=data.get("manual_dir"))
   if jax.process_index() == 0:
     builder.download_and_prepare(download_config=download_config)
-  multihost_utils.sync_global_devices(f"prepared {name}")
+  distributed.wait_for_all_processes(f"prepared {name}", prepare_timeout_s)
   if jax.process_index() != 0:
     builder.download_and_prepare(download_config=download_config)
   return builder

@@ -69,3 +69,17 @@ def initialize(settings: DistributedSettings) -> None:
 def is_initialized() -> bool:
   """Whether this process joined a multi-host run (and has JAX's preemption service)."""
   return jax.distributed.is_initialized()
+
+
+def wait_for_all_processes(name: str, timeout_s: float) -> None:
+  """A barrier that holds every process until all have reached `name`, for up to `timeout_s`.
+
+  It goes through JAX's coordination service, not through a collective. A collective is the
+  wrong tool for a long wait: on CPU the first one sets up gloo, which gives up when another
+  process is more than 30 s late (a host still preparing a dataset, for example). Each `name`
+  must be used once per run.
+  """
+  if jax.process_count() == 1:
+    return
+  from jax._src import distributed as jax_distributed  # the client has no public accessor
+  jax_distributed.global_state.client.wait_at_barrier(name, int(timeout_s * 1000))
