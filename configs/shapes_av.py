@@ -44,6 +44,11 @@ Arguments (`--config=configs/shapes_av.py:ARG`, comma-separated key=value):
                             offset, drawn as the builder draws one, and its audio at that
                             offset (cut from the clip's stored wide audio), so the model
                             cannot learn each clip's offset by heart
+  offset_decoding=tolerant  task=offset: the predicted bin is the one most likely to lie
+                            within 40 ms of the truth (the probability summed over its
+                            neighbours, `av_ops.tolerance_window`); argmax: the likeliest bin
+  label_sigma=0             task=offset: train on a Gaussian target of this width (in 20 ms
+                            bins) around the true bin instead of the bin alone
   modalities=audio+video    the streams the model reads: audio+video, audio or video
   fusion=bottleneck         any fusion module of the library (early, late, hybrid,
                             weighted_sum, concat_mlp, gated, cross_attention, co_attention,
@@ -68,6 +73,8 @@ Arguments (`--config=configs/shapes_av.py:ARG`, comma-separated key=value):
 from ml_collections import config_dict
 
 from multimodal import config_utils
+from multimodal.data.pp import av_ops
+from multimodal.evaluators.av_offset import TOLERANCE_MS
 from multimodal.data.shapes import av_clips
 
 OFFSET_MAX_MS, OFFSET_BIN_MS = 300, 20
@@ -104,7 +111,8 @@ def pp(task: str, modalities: tuple[str, ...], sample_rate: int,
 def get_config(arg: str | None = None):
   args = config_utils.parse_arg(arg, task="event", modalities="audio+video",
                                 fusion="bottleneck", video="tubelet", offset_model="sync",
-                                sync_window_ms=0, resample_offset=True, video_patch=0,
+                                sync_window_ms=0, resample_offset=True,
+                                offset_decoding="tolerant", label_sigma=0.0, video_patch=0,
                                 width=128, depth=2,
                                 modality_dropout=0.0, co_learning="none",
                                 co_learning_weight=0.1, embed_dim=16, data="default",
@@ -117,6 +125,7 @@ def get_config(arg: str | None = None):
   config_utils.choices([args.offset_model], ("sync", "fusion"), "offset_model")
   config_utils.choices([args.co_learning], ("none", "dcca", "sigmoid", "softmax"),
                        "co_learning")
+  config_utils.choices([args.offset_decoding], ("tolerant", "argmax"), "offset_decoding")
   if args.task in ("offset", "dcca", "contrastive") and len(modalities) < 2:
     raise ValueError(f"task={args.task} compares the two streams: it needs "
                      "modalities=audio+video.")
@@ -176,6 +185,10 @@ def get_config(arg: str | None = None):
                          weight=args.co_learning_weight, embed_dim=args.embed_dim)
         if co_learning else None,
         dtype="float32")
+  if args.task == "offset":
+    c.task.label_sigma = float(args.label_sigma)
+    if args.offset_decoding == "tolerant":
+      c.task.decode_window = av_ops.tolerance_window(TOLERANCE_MS, OFFSET_BIN_MS)
 
   c.optimizer.learning_rate = 1e-3
   c.optimizer.warmup_steps = 2 if args.tiny else 200

@@ -2,6 +2,9 @@
 training augmentation that gives a clip a new offset."""
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import tensorflow as tf
 
 from multimodal.data.pp.ops import op_seed
@@ -38,6 +41,26 @@ def offset_bin(max_ms: int = 300, bin_ms: int = 20, key: str = "offset_ms",
 def bin_center_ms(bins, max_ms: int, bin_ms: int):
   """Inverse of `offset_bin`: bin indices (int array) -> their centers in ms."""
   return (bins - max_ms // bin_ms) * bin_ms
+
+
+def tolerance_window(tolerance_ms: float, bin_ms: int) -> tuple[float, ...]:
+  """Weights over a predicted bin's neighbours for `ClassificationTask.decode_window`: weight
+  k (k bins away) is the share of that bin's span [k - 1/2, k + 1/2] * bin_ms within
+  +-tolerance_ms of the predicted bin's center, i.e. how likely an offset spread evenly over
+  that bin counts as right. (40 ms over 20 ms bins: 0.5, 1, 1, 1, 0.5.)"""
+  if tolerance_ms < 0 or bin_ms <= 0:
+    raise ValueError(f"tolerance_window: need tolerance_ms >= 0 and bin_ms > 0; got "
+                     f"{tolerance_ms}, {bin_ms}.")
+  if tolerance_ms == 0:
+    return (1.0,)  # the bin itself: the argmax
+  reach = math.ceil(tolerance_ms / bin_ms + 0.5)
+  k = np.arange(-reach, reach + 1)
+  low = np.maximum((k - 0.5) * bin_ms, -tolerance_ms)
+  high = np.minimum((k + 0.5) * bin_ms, tolerance_ms)
+  weights = np.clip(high - low, 0.0, None) / bin_ms
+  while weights[0] == 0 and len(weights) > 1:  # zero at both ends alike
+    weights = weights[1:-1]
+  return tuple(float(w) for w in weights)
 
 
 @PP_OPS.register("resample_offset")
