@@ -4,7 +4,7 @@ from the audio, the video, or both through a fusion module.
   python -m multimodal.main --config=configs/shapes_av.py --workdir=/tmp/av_event
   python -m multimodal.main --config=configs/shapes_av.py:modalities=audio --workdir=/tmp/av_audio
   python -m multimodal.main --config=configs/shapes_av.py:modalities=video --workdir=/tmp/av_video
-  python -m multimodal.main --config=configs/shapes_av.py:task=offset --workdir=/tmp/av_offset
+  python -m multimodal.main --config=configs/shapes_av.py:task=offset,total_steps=4500 --workdir=/tmp/av_offset
 
 Data: `shapes_av` (data/builders/shapes_av.py): 1 s clips, 16 frames at 32 px and 16 kHz
 audio; half the clips have the audio shifted by up to +-300 ms. The audio becomes a log-mel
@@ -47,8 +47,8 @@ Arguments (`--config=configs/shapes_av.py:ARG`, comma-separated key=value):
   offset_decoding=tolerant  task=offset: the predicted bin is the one most likely to lie
                             within 40 ms of the truth (the probability summed over its
                             neighbours, `av_ops.tolerance_window`); argmax: the likeliest bin
-  label_sigma=0             task=offset: train on a Gaussian target of this width (in 20 ms
-                            bins) around the true bin instead of the bin alone
+  label_sigma=1             task=offset: train on a Gaussian target of this width (in 20 ms
+                            bins) around the true bin (0: the bin alone, one-hot)
   modalities=audio+video    the streams the model reads: audio+video, audio or video
   fusion=bottleneck         any fusion module of the library (early, late, hybrid,
                             weighted_sum, concat_mlp, gated, cross_attention, co_attention,
@@ -112,7 +112,7 @@ def get_config(arg: str | None = None):
   args = config_utils.parse_arg(arg, task="event", modalities="audio+video",
                                 fusion="bottleneck", video="tubelet", offset_model="sync",
                                 sync_window_ms=0, resample_offset=True,
-                                offset_decoding="tolerant", label_sigma=0.0, video_patch=0,
+                                offset_decoding="tolerant", label_sigma=1.0, video_patch=0,
                                 width=128, depth=2,
                                 modality_dropout=0.0, co_learning="none",
                                 co_learning_weight=0.1, embed_dim=16, data="default",

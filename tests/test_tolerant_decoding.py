@@ -85,9 +85,9 @@ def test_label_sigma_trains_on_a_gaussian_around_the_label():
 def test_offset_config_decodes_within_the_evaluators_tolerance_unless_asked_for_argmax():
   config = shapes_av.get_config("task=offset")
   assert tuple(config.task.decode_window) == (0.5, 1.0, 1.0, 1.0, 0.5)
-  assert config.task.label_sigma == 0.0
-  config = shapes_av.get_config("task=offset,offset_decoding=argmax,label_sigma=1")
-  assert "decode_window" not in config.task and config.task.label_sigma == 1.0
+  assert config.task.label_sigma == 1.0
+  config = shapes_av.get_config("task=offset,offset_decoding=argmax,label_sigma=0")
+  assert "decode_window" not in config.task and config.task.label_sigma == 0.0
   assert "decode_window" not in shapes_av.get_config("task=event").task
   with pytest.raises(ValueError, match="offset_decoding"):
     shapes_av.get_config("task=offset,offset_decoding=mean")
