@@ -4,6 +4,7 @@ One reference run (one process, 4 simulated devices) is compared with: the same 
 processes of 2 devices each (jax.distributed on 127.0.0.1, gloo collectives); a run stopped by
 SIGTERM at some step and resumed; and a run SIGKILLed while writing a checkpoint and resumed.
 All share `data.num_shards=2`, which makes the global batches the same on one host and on two.
+The module runs in one xdist worker, so that the reference run is made once.
 """
 import os
 import re
@@ -25,6 +26,8 @@ from tests.main_runs import (
   read_scalars,
   run_main,
 )
+
+pytestmark = pytest.mark.xdist_group("multihost")
 
 STEPS = 8
 FLAGS = (f"--config.total_steps={STEPS}", "--config.log_every_steps=1",
@@ -191,17 +194,37 @@ def test_sigterm_to_one_host_stops_both_at_one_step_and_resumes_on_one_host(
                      rtol=1e-5, atol=1e-5)
 
 
-def test_hosts_wait_for_a_dataset_prepared_longer_than_gloo_waits(tmp_path):
-  """Process 1 waits out process 0's 35 s of dataset preparation (gloo alone gives up after
-  30 s), and the two processes' collectives work afterwards."""
+PREPARE_DELAY_S = 35  # longer than gloo waits for a late process (30 s)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def slow_prepare_pair(tmp_path_factory):
+  """Two processes whose process 0 takes PREPARE_DELAY_S to prepare its dataset
+  (tests/slow_prepare_process.py), started when the module starts: they mostly sleep, so
+  they run beside the other tests, and the test at the end reads their output."""
   address = f"127.0.0.1:{free_port()}"
-  procs = [subprocess.Popen(
-      [sys.executable, "-m", "tests.slow_prepare_process", address, str(i), "35",
-       str(tmp_path)], cwd=REPO, env=main_env(num_devices=1), stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT, text=True) for i in range(2)]
-  outputs = [p.communicate(timeout=300)[0] for p in procs]
+  folder = tmp_path_factory.mktemp("slow_prepare")
+  procs, logs = [], [folder / f"process{i}.log" for i in range(2)]
+  for i, log in enumerate(logs):
+    with open(log, "w") as f:
+      procs.append(subprocess.Popen(
+          [sys.executable, "-m", "tests.slow_prepare_process", address, str(i),
+           str(PREPARE_DELAY_S), str(folder)], cwd=REPO, env=main_env(num_devices=1),
+          stdout=f, stderr=subprocess.STDOUT))
+  yield procs, logs
+  for p in procs:
+    if p.poll() is None:
+      p.kill()
+    p.wait()
+
+
+def test_hosts_wait_for_a_dataset_prepared_longer_than_gloo_waits(slow_prepare_pair):
+  """Process 1 waits out process 0's 35 s of dataset preparation (a gloo collective alone
+  gives up after 30 s), and the two processes' collectives work afterwards."""
+  procs, logs = slow_prepare_pair
+  outputs = finish(procs, logs)
   for p, out in zip(procs, outputs):
     assert p.returncode == 0, out[-3000:]
     assert "gathered [0, 1]" in out, out[-3000:]
   waited = float(re.search(r"waited ([\d.]+) s", outputs[1]).group(1))
-  assert waited >= 35, outputs[1][-3000:]
+  assert waited >= PREPARE_DELAY_S, outputs[1][-3000:]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from multimodal.benchmarks import relation_probe
+from tests.fusion_sweep import XDIST_GROUP
 
 
 def test_a_linear_probe_finds_a_linear_cue_and_not_a_random_one():
@@ -19,6 +20,7 @@ def test_a_linear_probe_finds_a_linear_cue_and_not_a_random_one():
   assert abs(accuracy - 1 / 3) < 0.06
 
 
+@pytest.mark.xdist_group(XDIST_GROUP)  # the worker that holds the session's sweep
 def test_probes_a_trained_module_on_the_validation_relation_questions(fusion_sweep, tmp_path):
   rows = relation_probe.run(fusion_sweep.workdir, ["gated"], fit_questions=256, ridge=10.0,
                             output_dir=str(tmp_path), log=lambda _: None)
