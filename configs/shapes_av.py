@@ -74,8 +74,8 @@ from ml_collections import config_dict
 
 from multimodal import config_utils
 from multimodal.data.pp import av_ops
-from multimodal.evaluators.av_offset import TOLERANCE_MS
 from multimodal.data.shapes import av_clips
+from multimodal.evaluators.av_offset import TOLERANCE_MS
 
 OFFSET_MAX_MS, OFFSET_BIN_MS = 300, 20
 WINDOW_MS, HOP_MS, MEL_BINS = 25, 10, 64  # the log-mel front end
