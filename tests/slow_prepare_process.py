@@ -1,4 +1,6 @@
-"""One process of a two-process run whose process 0 takes `--delay_s` to prepare its dataset.
+"""One process of a two-process run whose process 0 takes DELAY_S to prepare its dataset.
+
+  python -m tests.slow_prepare_process COORDINATOR_ADDRESS PROCESS_ID DELAY_S DATA_DIR
 
 Run by tests/test_multihost.py. Prints when each process got past `get_builder`, then a
 gloo all-gather, which shows the processes can still talk after the long wait.
