@@ -62,7 +62,11 @@ def main(argv: list[str]) -> None:
     trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value, _ALLOW_CONFIG_CHANGE.value)
   except preemption.Preempted as e:
     logging.warning("%s", e)
-    raise SystemExit(preemption.PREEMPTED_EXIT_CODE) from None
+  else:
+    return
+  # Exits outside the `except` block, so the exit holds no traceback of the training frames
+  # (and nothing they still reference) into interpreter shutdown.
+  raise SystemExit(preemption.PREEMPTED_EXIT_CODE)
 
 
 if __name__ == "__main__":

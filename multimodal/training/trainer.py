@@ -141,27 +141,34 @@ class Trainer:
     progress = Progress(start, config.total_steps)
     pending: list[tuple[int, dict[str, jax.Array]]] = []
     t0 = time.perf_counter()
-    with preemption.StopSignal() as stop_signal:
-      for step in range(start + 1, end + 1):
-        batch = pipeline.to_global(next(batches), self.batch_sharding)
-        self.state, metrics = self.train_step(self.state, batch)
-        pending.append((step, metrics))
-        preempted = stop_signal.requested(step)
-        saving = preempted or step == end or self.checkpointer.due(step)
-        if saving or step % config.log_every_steps == 0:
-          self._log_train_metrics(jax.device_get(pending), progress)
-          pending = []
-        for name, evaluator in self.evaluators.items():
-          if evaluator.every_steps and step % evaluator.every_steps == 0 and step < config.total_steps:
-            tic = time.perf_counter()
-            self._write_eval(step, self._run_eval(name, step))
-            progress.pause(time.perf_counter() - tic)
-        if saving:
-          self.checkpointer.save(step, self.state)
-        if preempted:
-          self.checkpointer.wait()
-          self.writer.flush()
-          raise preemption.Preempted(step, self.checkpointer.directory)
+    try:
+      with preemption.StopSignal() as stop_signal:
+        for step in range(start + 1, end + 1):
+          batch = pipeline.to_global(next(batches), self.batch_sharding)
+          self.state, metrics = self.train_step(self.state, batch)
+          pending.append((step, metrics))
+          preempted = stop_signal.requested(step)
+          saving = preempted or step == end or self.checkpointer.due(step)
+          if saving or step % config.log_every_steps == 0:
+            self._log_train_metrics(jax.device_get(pending), progress)
+            pending = []
+          for name, evaluator in self.evaluators.items():
+            if (evaluator.every_steps and step % evaluator.every_steps == 0
+                and step < config.total_steps):
+              tic = time.perf_counter()
+              self._write_eval(step, self._run_eval(name, step))
+              progress.pause(time.perf_counter() - tic)
+          if saving:
+            self.checkpointer.save(step, self.state)
+          if preempted:
+            self.checkpointer.wait()
+            self.writer.flush()
+            raise preemption.Preempted(step, self.checkpointer.directory)
+    finally:
+      # Stop tf.data's threads now: on a preemption the exception's traceback would keep
+      # the iterator alive until interpreter exit, where destroying it can abort the
+      # process ("terminate called without an active exception") after the save.
+      batches = None
     self.checkpointer.wait()
     logging.info("Trained steps %d to %d in %s.", start + 1, end,
                  format_duration(time.perf_counter() - t0))
