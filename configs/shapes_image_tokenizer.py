@@ -26,6 +26,10 @@ Arguments (`--config=configs/shapes_image_tokenizer.py:ARG`, comma-separated key
                             blocks per level
   total_steps=1500          training steps
   batch_size=64             global batch size
+  loss=mse|l1               the per-pixel reconstruction loss (l1's optimum on these mostly
+                            grey images is the background: objects fade)
+  foreground_weight=1       how much more the objects' pixels count in the loss than the
+                            background's (tasks/image_autoencoder.py)
   classifier=               a configs/shapes_scene_parser.py workdir: the validation
                             evaluator also reports recon_prompt_match (/kind), the prompt
                             set's scenes read as matching their prompts after the round trip
@@ -42,11 +46,13 @@ CODE_DIM = {"vq": 32, "gumbel": 64, "kl": 4}  # the codes' width, or the latent 
 def get_config(arg: str | None = None):
   args = config_utils.parse_arg(arg, quantizer="vq", data="default", res=32, codes=512,
                                 patch=4, levels=1, channels=64, blocks=2, total_steps=1500,
-                                batch_size=64, classifier="", tiny=False)
+                                batch_size=64, classifier="", loss="mse",
+                                foreground_weight=1.0, tiny=False)
   config_utils.choices([args.quantizer], tuple(CODE_DIM), "quantizer")
   c = config_utils.shapes_base(args, dataset="shapes_captions")
   c.pp_train = f"decode|resize({args.res})|value_range(-1, 1)|keep('image')"
-  c.task = dict(type="image_autoencoder", reconstruction="mse")
+  c.task = dict(type="image_autoencoder", reconstruction=args.loss,
+                foreground_weight=float(args.foreground_weight))
   c.model = dict(type="image_autoencoder", quantizer=args.quantizer, image_size=args.res,
                  patch_size=args.patch, channels=16 if args.tiny else args.channels,
                  channel_multipliers=(1,) + (2,) * (args.levels - 1),

@@ -19,7 +19,8 @@ from multimodal.models.image_autoencoder.gaussian_latent import (GaussianLatent,
                                                                  kl_to_standard_normal)
 from multimodal.models.image_autoencoder.gumbel_quantizer import GumbelQuantizer
 from multimodal.models.image_autoencoder.vector_quantizer import VectorQuantizer, nearest_codes
-from multimodal.tasks.image_autoencoder import ImageAutoencoderTask, codebook_statistics
+from multimodal.tasks.image_autoencoder import (ImageAutoencoderTask, codebook_statistics,
+                                                foreground_mask)
 
 TINY = dict(type="image_autoencoder", image_size=16, channels=8, channel_multipliers=(1, 2),
             blocks_per_level=1, norm_groups=4, codebook_size=16, code_dim=4)
@@ -305,6 +306,47 @@ def test_task_loss_and_codebook_statistics():
   assert set(predictions) == {"recon_mse", "reconstruction", "codes", "code_counts"}
   np.testing.assert_array_equal(predictions["reconstruction"], images + 0.1)
   assert float(codebook_statistics(jnp.full((8,), 3.0))["perplexity"]) == pytest.approx(8.0)
+
+
+def rendered_scene_images():
+  """float32[2, 16, 16, 3] in [-1, 1]: Shapes-like scenes, grey with mild noise, holding a red
+  4 x 4 square (image 0) or a blue 2 x 6 bar (image 1); and bool[2, 16, 16], the objects."""
+  rng = np.random.default_rng(0)
+  images = np.full((2, 16, 16, 3), 210 / 127.5 - 1, np.float32)
+  images += rng.normal(0, 3 / 127.5, images.shape).astype(np.float32)  # the renderer's noise
+  objects = np.zeros((2, 16, 16), bool)
+  objects[0, 3:7, 5:9] = objects[1, 10:12, 2:8] = True
+  images[0][objects[0]] = np.array([220, 40, 40]) / 127.5 - 1
+  images[1][objects[1]] = np.array([40, 80, 220]) / 127.5 - 1
+  return images, objects
+
+
+def test_foreground_weight_counts_the_objects_pixels_more():
+  images, objects = rendered_scene_images()
+  np.testing.assert_array_equal(np.asarray(foreground_mask(jnp.asarray(images), 0.1))[..., 0],
+                                objects)
+  outputs = {"losses": {}, "stats": {}}
+  # The same squared error (0.04 per value) on 4 object pixels, or on 4 background pixels.
+  on_object, on_background = images.copy(), images.copy()
+  on_object[0, 3, 5:9] += 0.2
+  on_background[0, 12, 10:14] += 0.2
+  plain, weighted = ImageAutoencoderTask(), ImageAutoencoderTask(foreground_weight=5.0)
+  loss = lambda task, reconstruction: float(task.loss(
+      {**outputs, "reconstruction": jnp.asarray(reconstruction)}, {"image": images})[0])
+  assert loss(plain, on_object) == pytest.approx(loss(plain, on_background), rel=1e-6)
+  # Image 0: 16 object pixels of weight 5 and 240 of weight 1, normalised to average 1.
+  norm = (16 * 5 + 240) / 256
+  error = 4 * 3 * 0.04 / images.size  # 4 pixels x 3 channels, over every value
+  assert loss(weighted, on_object) == pytest.approx(error * 5 / norm, rel=1e-4)
+  assert loss(weighted, on_background) == pytest.approx(error / norm, rel=1e-4)
+  # recon_mse stays the plain error, whatever the weighting.
+  _, metrics = weighted.loss({**outputs, "reconstruction": jnp.asarray(on_object)},
+                             {"image": images})
+  assert float(metrics["recon_mse"]) == pytest.approx(error, rel=1e-4)
+  with pytest.raises(ValueError, match="foreground_weight"):
+    ImageAutoencoderTask(foreground_weight=0.5)
+  with pytest.raises(ValueError, match="foreground_threshold"):
+    ImageAutoencoderTask(foreground_weight=2.0, foreground_threshold=0.0)
 
 
 def test_evaluator_summary():
