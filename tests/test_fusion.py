@@ -11,7 +11,7 @@ from multimodal.models import missing_modalities
 from multimodal.models.fusion import FUSION
 from multimodal.tasks.vqa import VqaTask
 from multimodal.training import sharding
-from multimodal.training.train_state import create_sharded_state
+from multimodal.training.train_state import abstract_sharded_state
 from multimodal.training.optimizer import make_optimizer
 from multimodal.config_utils import base_config
 
@@ -120,9 +120,10 @@ def test_fsdp_sharded_step_equals_one_device_and_gradients_reach_every_encoder(
   mesh = sharding.make_mesh({"fsdp": 8}, jax.devices()[:8])
   example = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch.items()}
   optimizer = make_optimizer(base_config().optimizer, total_steps=10)
-  state, shardings = create_sharded_state(model, optimizer, example, jax.random.key(0), mesh,
-                                          sharding.DEFAULT_RULES)
-  sharded = [x for x in jax.tree.leaves(state.params) if not x.sharding.is_fully_replicated]
+  # The trainer's shardings, from the params' logical axes (nothing compiled to get them).
+  _, shardings = abstract_sharded_state(model, optimizer, example, mesh, sharding.DEFAULT_RULES)
+  placed = jax.device_put(params, shardings.params)
+  sharded = [x for x in jax.tree.leaves(placed) if not x.sharding.is_fully_replicated]
   assert sharded, f"{name}: no parameter is split over fsdp"
   global_batch = {k: jax.device_put(v, sharding.batch_sharding(mesh)) for k, v in batch.items()}
 
@@ -130,8 +131,7 @@ def test_fsdp_sharded_step_equals_one_device_and_gradients_reach_every_encoder(
     return TASK.loss(model.apply({"params": params}, global_batch, train=False), global_batch)[0]
 
   value, grads = jax.jit(jax.value_and_grad(loss), in_shardings=(shardings.params,),
-                         out_shardings=(sharding.replicated(mesh), shardings.params))(
-      jax.device_put(params, shardings.params))
+                         out_shardings=(sharding.replicated(mesh), shardings.params))(placed)
   assert float(value) == pytest.approx(float(one_device), rel=1e-5)
   for encoder in ("image_encoder", "text_encoder"):
     assert global_norm(grads[encoder]) > 1e-6, f"{name}: no gradient reaches the {encoder}"
