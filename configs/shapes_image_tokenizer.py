@@ -52,7 +52,7 @@ def get_config(arg: str | None = None):
   c = config_utils.shapes_base(args, dataset="shapes_captions")
   c.pp_train = f"decode|resize({args.res})|value_range(-1, 1)|keep('image')"
   c.task = dict(type="image_autoencoder", reconstruction=args.loss,
-                foreground_weight=float(args.foreground_weight))
+                foreground_weight=args.foreground_weight)
   c.model = dict(type="image_autoencoder", quantizer=args.quantizer, image_size=args.res,
                  patch_size=args.patch, channels=16 if args.tiny else args.channels,
                  channel_multipliers=(1,) + (2,) * (args.levels - 1),

@@ -90,9 +90,10 @@ class ImageAutoencoderTask:
     metrics of the training batch)."""
     images = self._images(batch).astype(jnp.float32)
     reconstruction = outputs["reconstruction"]
-    recon_mse = jnp.mean(per_example_mse(reconstruction, images))
-    error = reconstruction.astype(jnp.float32) - images
-    error = jnp.square(error) if self.reconstruction == "mse" else jnp.abs(error)
+    difference = reconstruction.astype(jnp.float32) - images
+    squared = jnp.square(difference)
+    recon_mse = jnp.mean(squared)  # every image has as many pixels: the mean of the per-image MSEs
+    error = squared if self.reconstruction == "mse" else jnp.abs(difference)
     if self.foreground_weight != 1.0:
       error = error * pixel_weights(images, self.foreground_weight, self.foreground_threshold)
     recon_loss = jnp.mean(error)
