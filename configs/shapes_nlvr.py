@@ -18,7 +18,8 @@ Arguments (`--config=configs/shapes_nlvr.py:ARG`, comma-separated key=value):
   total_steps=2000          training steps
   batch_size=128            global batch size
   fusion=cross_attention    any fusion module (early, late, hybrid, weighted_sum, concat_mlp,
-                            gated, cross_attention, co_attention, bottleneck, multiway)
+                            gated, cross_attention, co_attention, bottleneck, multiway,
+                            relation_network: pairs of object tokens, with image=object_...)
   query=text,context=image  cross_attention: the statement's tokens attend to both images'
   pair=joint|separate       both images as one modality, or the statement with each image in
                             its own pass of the fusion module (BEiT-3's NLVR head's layout)

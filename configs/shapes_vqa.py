@@ -10,8 +10,9 @@ Arguments (`--config=configs/shapes_vqa.py:ARG`, comma-separated key=value):
   batch_size=128            global batch size
   text_only=false           the blind baseline: the same text encoder and head, no image
   fusion=cross_attention    the fusion module: early, late, hybrid, weighted_sum, concat_mlp,
-                            gated, cross_attention, co_attention, bottleneck, multiway (its
-                            own settings are listed under config.model.fusion)
+                            gated, cross_attention, co_attention, bottleneck, multiway,
+                            relation_network (its own settings are listed under
+                            config.model.fusion)
   query=text,context=image  cross_attention: whose tokens attend (and are pooled), to whom
   modality_dropout=0.0      training: the probability that an example loses image or text
   eval_missing=false        also evaluate (at the end) with each modality removed: the

@@ -89,6 +89,7 @@ def fusion_settings(fusion: str, depth: int, query: str = "text", context: str =
   fusion_layer = depth // 2  # modality-specific blocks before the modalities meet
   return {
       "cross_attention": dict(query=query, context=context),
+      "relation_network": dict(query=query, context=context, conditioning="concat"),
       "late": dict(combine="mean"),
       "gated": dict(granularity="feature", balance_loss_weight=0.0),
       "hybrid": dict(fusion_layer=fusion_layer, combine="mean",

@@ -16,7 +16,7 @@ from multimodal.training.optimizer import make_optimizer
 from multimodal.config_utils import base_config
 
 MODULES = ("early", "late", "hybrid", "weighted_sum", "concat_mlp", "gated", "cross_attention",
-           "co_attention", "bottleneck", "multiway")
+           "co_attention", "bottleneck", "multiway", "relation_network")
 SMALL = dict(variant=None, width=32, depth=1, mlp_dim=64, num_heads=4)
 BATCH, TOKENS, RES = 8, 8, 16
 TASK = VqaTask(answers="shapes_vqa", tokenizer="shapes")
