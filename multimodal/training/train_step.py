@@ -106,8 +106,8 @@ def make_train_step(model: nn.Module, task: Task, optimizer: optax.GradientTrans
     ema_params = None if state.ema_params is None else jax.tree.map(
         lambda e, p: ema_decay * e + (1 - ema_decay) * p, state.ema_params, params)
     finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
-    # lax.select, not jnp.where: jnp.where is a jitted function of its own, and one nested
-    # call per leaf made a UNet's train step compile about twice as long at XLA's -O0.
+    # lax.select, not jnp.where: jnp.where is a jitted function of its own, and its nested
+    # call per leaf made a tiny UNet's train step compile in 12.0 s instead of 10.1 s (-O0).
     keep_if_finite = lambda new, old: jax.tree.map(
         lambda n, o: jax.lax.select(jnp.broadcast_to(finite, jnp.shape(n)), n, o), new, old)
     new_state = TrainState(step=state.step + 1,

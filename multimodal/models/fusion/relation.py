@@ -2,7 +2,9 @@
 reasoning"): an MLP reads every pair of context tokens (objects) together with the query's
 vector (the question), and the pairs' outputs are summed.
 
-    pooled = f( sum_{i,j} g([o_i, o_j, q, [i == j]]) )
+    pooled = LayerNorm(f( sum_{i,j} g([o_i, o_j, q, [i == j]]) / T ))
+
+over the real (unmasked) pairs, T the context's length with its padding (a fixed scale).
 
 The sum (not a mean, not a softmax) is what lets the module count: a pair term that fires for
 "a red object" adds up once per red object, so "more circles in the left image" is a
