@@ -18,16 +18,10 @@ import jax.numpy as jnp
 from multimodal.losses import contrastive, dcca
 from multimodal.models import aux_losses
 from multimodal.models import partitioning as p
-from multimodal.models.features import Features, masked_mean
+from multimodal.models.features import Features, pooled_vector
 from multimodal.models.two_towers import l2_normalize, temperature_and_bias
 
 LOSSES = ("dcca", "sigmoid", "softmax")  # softmax: CLIP's; sigmoid: SigLIP's
-
-
-def pooled_vector(features: Features) -> jax.Array:
-  """float[B, D]: the encoder's pooled vector, or the mean of the real tokens without one."""
-  return features.pooled if features.pooled is not None else masked_mean(features.tokens,
-                                                                         features.mask)
 
 
 def project(module: nn.Module, features: dict[str, Features], embed_dim: int, dtype: Any,

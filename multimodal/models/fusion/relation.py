@@ -20,16 +20,10 @@ import jax
 import jax.numpy as jnp
 
 from multimodal.models import partitioning as p
-from multimodal.models.features import Features, Fused, masked_mean
+from multimodal.models.features import Features, Fused, pooled_vector
 from multimodal.models.fusion.base import FusionModule, require
 from multimodal.models.fusion.registry import FUSION
 from multimodal.models.transformer import dense, layer_norm
-
-
-def query_vector(query: Features) -> jax.Array:
-  """The query modality's vector float[B, D]: its encoder's pooled vector, else the masked
-  mean of its tokens."""
-  return query.pooled if query.pooled is not None else masked_mean(query.tokens, query.mask)
 
 
 @FUSION.register("relation_network")
@@ -68,7 +62,7 @@ class RelationNetwork(FusionModule):
     if self.conditioning not in ("concat", "film"):
       raise ValueError(f"Unknown relation_network conditioning {self.conditioning!r}; use "
                        "'concat' or 'film'.")
-    objects, q = features[self.context], query_vector(features[self.query])
+    objects, q = features[self.context], pooled_vector(features[self.query])
     mask, o = objects.mask.astype(bool), objects.tokens
     # g's first layer on the concatenation [o_i, o_j, q, i == j], computed per part.
     first = lambda x, name: dense(self.mlp_dim, None, "mlp", name, self.dtype)(x)
