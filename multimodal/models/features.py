@@ -28,7 +28,7 @@ def masked_mean(tokens: jax.Array, mask: jax.Array) -> jax.Array:
   return total / count
 
 
-def pooled_vector(features: "Features") -> jax.Array:
+def pooled_vector(features: Features) -> jax.Array:
   """float[B, D]: the encoder's pooled vector, or the mean of the real tokens without one."""
   return features.pooled if features.pooled is not None else masked_mean(features.tokens,
                                                                          features.mask)
