@@ -31,9 +31,15 @@ Arguments (`--config=configs/shapes_nlvr.py:ARG`, comma-separated key=value):
   image_init=               a configs/shapes_scene_parser.py workdir (same width and depth):
                             start the image encoder from its (only its) params
   freeze_image=false        keep the image encoder as it starts (no backward pass through it)
+  precompute=false          with image=object_readings and image_init=PARSER_WORKDIR: read
+                            every image once with the frozen parser before training
+                            (data/object_features.py; kept under PARSER_WORKDIR/objects/ for
+                            the next run) and train on those readings: the same model as
+                            freeze_image=true, without running the parser at every step
   init=                     a configs/shapes_vqa.py workdir with tokenizer=shapes_vl and the
                             same fusion, image encoder and sizes: start the image encoder, the
-                            text encoder and the fusion module from it (the head is new)
+                            text encoder and the fusion module from it (the head is new; with
+                            precompute=true, the text encoder and the fusion module)
   tiny=false                a minute-long smoke-test setting
 
 With a scene-parser encoder (pretrained in a few minutes to read every object's shape, color,
@@ -49,18 +55,24 @@ def get_config(arg: str | None = None):
   args = config_utils.parse_arg(arg, data="default", res=64, total_steps=2000, batch_size=128,
                                 fusion="cross_attention", query="text", context="image",
                                 image="vit", image_init="", freeze_image=False,
-                                init="", pair="joint", tiny=False)
+                                init="", pair="joint", precompute=False, tiny=False)
   c = config_utils.shapes_base(args, dataset="shapes_nlvr")
-  pp = config_utils.nlvr_pp(args.res)
+  if args.precompute and args.image != "object_readings":
+    raise ValueError(f"precompute=true computes object readings once; it needs "
+                     f"image=object_readings, not {args.image!r}.")
+  pp = config_utils.nlvr_pp(args.res, decode_images=not args.precompute)
   c.pp_train = pp
   c.task = dict(type="classification", num_classes=2, tokenizer=config_utils.NLVR_TOKENIZER,
                 label_key="label")
 
   width = 64 if args.tiny else 128
   depth = 1 if args.tiny else 2
+  image = (config_utils.precomputed_readings(c, args.image_init, args.res,
+                                             ("left_image", "right_image"))
+           if args.precompute else config_utils.shapes_image_encoder(args.image, width, depth))
   c.model = dict(
       type="fusion_nlvr",
-      image=config_utils.shapes_image_encoder(args.image, width, depth),
+      image=image,
       text=dict(type="text_encoder", variant=None, width=width, depth=depth,
                 mlp_dim=2 * width, num_heads=4, pool_type="gap"),
       fusion=dict(type=args.fusion, width=width, depth=depth, num_heads=4, mlp_dim=2 * width,
@@ -70,6 +82,10 @@ def get_config(arg: str | None = None):
       pair=args.pair, dtype="float32")
 
   config_utils.shapes_nlvr_training(c, pp, args.tiny)
+  if args.precompute:  # the image encoder has no params: the readings come with the data
+    if args.init:
+      config_utils.start_from(c, args.init, ["text_encoder", "fusion"])
+    return c
   if args.image_init and args.init:
     raise ValueError("Give image_init (the image encoder from a scene parser) or init (image "
                      "encoder, text encoder and fusion from a VQA run), not both.")

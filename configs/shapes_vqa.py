@@ -25,6 +25,9 @@ Arguments (`--config=configs/shapes_vqa.py:ARG`, comma-separated key=value):
   image_init=               a configs/shapes_scene_parser.py workdir to start the image
                             encoder from (only it)
   freeze_image=false        keep the image encoder as it starts
+  precompute=false          with image=object_readings and image_init=PARSER_WORKDIR: train on
+                            the frozen parser's readings computed once (see
+                            configs/shapes_nlvr.py)
   tiny=false                a minute-long smoke-test setting (tiny model and data, few steps)
 """
 from ml_collections import config_dict
@@ -32,8 +35,7 @@ from ml_collections import config_dict
 from multimodal import config_utils
 from multimodal.data.shapes.vqa_questions import QUESTION_TYPES
 
-PP_COMMON = ("decode|resize({res})|value_range(-1, 1)|tok(max_len={max_len}, model={tokenizer!r})"
-             "|vqa_answers(vocab='shapes_vqa')")
+PP_COMMON = "tok(max_len={max_len}, model={tokenizer!r})|vqa_answers(vocab='shapes_vqa')"
 MODEL_INPUTS = "keep('image', 'question_tokens', 'question_mask', 'answer_index', 'answer_scores')"
 
 
@@ -42,13 +44,19 @@ def get_config(arg: str | None = None):
                                 text_only=False, tiny=False, fusion="cross_attention",
                                 query="text", context="image", modality_dropout=0.0,
                                 eval_missing=False, question_types="", tokenizer="shapes",
-                                image="vit", image_init="", freeze_image=False)
+                                image="vit", image_init="", freeze_image=False,
+                                precompute=False)
+  if args.precompute and args.image != "object_readings":
+    raise ValueError(f"precompute=true computes object readings once; it needs "
+                     f"image=object_readings, not {args.image!r}.")
   c = config_utils.shapes_base(args)
   where = ({"question_type": config_utils.choices(args.question_types.split("+"),
                                                    QUESTION_TYPES, "question_types")}
            if args.question_types else {})
   c.data.where = where
-  pp = PP_COMMON.format(res=args.res, max_len=16, tokenizer=args.tokenizer)
+  pp = PP_COMMON.format(max_len=16, tokenizer=args.tokenizer)
+  if not args.precompute:  # else the images come as the parser's readings
+    pp = f"{config_utils.image_pp(args.res)}|{pp}"
   c.pp_train = f"{pp}|{MODEL_INPUTS}"
   c.task = dict(type="vqa", answers="shapes_vqa", tokenizer=args.tokenizer, loss="softmax")
 
@@ -64,7 +72,9 @@ def get_config(arg: str | None = None):
   else:
     c.model = dict(
         type="fusion_vqa",
-        image=config_utils.shapes_image_encoder(args.image, width, depth, **stacking),
+        image=(config_utils.precomputed_readings(c, args.image_init, args.res, ("image",))
+               if args.precompute else
+               config_utils.shapes_image_encoder(args.image, width, depth, **stacking)),
         text=text,
         fusion=dict(type=args.fusion, width=width, depth=depth, num_heads=4,
                     mlp_dim=2 * width, **stacking,
@@ -85,6 +95,7 @@ def get_config(arg: str | None = None):
   if args.eval_missing:
     c.evals.missing = config_utils.missing_modalities_eval(pp, eval_batch, where=where)
   c.checkpoint = dict(every_steps=10 if args.tiny else 500, keep=2)
-  config_utils.start_from(c, args.image_init, ["image_encoder"],
-                          frozen=["image_encoder"] if args.freeze_image else [])
+  if not args.precompute:  # precomputed readings: the image encoder has no params
+    config_utils.start_from(c, args.image_init, ["image_encoder"],
+                            frozen=["image_encoder"] if args.freeze_image else [])
   return c

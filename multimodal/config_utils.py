@@ -170,6 +170,7 @@ NLVR_INPUTS = "keep('left_image', 'right_image', 'text_tokens', 'text_mask', 'la
 
 
 SHAPES_MAX_OBJECT_TOKENS = 8  # the object tokens a Shapes scene-parser encoder hands on
+SHAPES_OBJECT_THRESHOLD = 0.5  # the object probability above which a cell's token is kept
 
 
 def shapes_image_encoder(kind: str, width: int, depth: int, **vit_overrides: Any
@@ -185,7 +186,8 @@ def shapes_image_encoder(kind: str, width: int, depth: int, **vit_overrides: Any
     return vit
   if kind in ("object_tokens", "object_readings"):
     return dict(type="object_tokens", image=vit, hidden_dim=2 * width,
-                threshold=0.5, tokens="features" if kind == "object_tokens" else "reading",
+                threshold=SHAPES_OBJECT_THRESHOLD,
+                tokens="features" if kind == "object_tokens" else "reading",
                 max_tokens=SHAPES_MAX_OBJECT_TOKENS)
   raise ValueError(f"Unknown Shapes image encoder {kind!r}; use 'vit', 'object_tokens' or "
                    "'object_readings'.")
@@ -206,11 +208,27 @@ def image_pp(res: int, key: str = "image") -> str:
   return f"decode(key={key!r})|resize({res}, key={key!r})|value_range(-1, 1, key={key!r})"
 
 
-def nlvr_pp(res: int, tokenizer: str = NLVR_TOKENIZER, max_len: int = NLVR_MAX_LEN) -> str:
-  """The NLVR model inputs: both images, the statement's tokens, the label."""
-  return (f"{image_pp(res, 'left_image')}|{image_pp(res, 'right_image')}|"
-          f"tok(max_len={max_len}, model={tokenizer!r}, key='statement', "
+def nlvr_pp(res: int, tokenizer: str = NLVR_TOKENIZER, max_len: int = NLVR_MAX_LEN,
+            decode_images: bool = True) -> str:
+  """The NLVR model inputs: both images (as they are where `decode_images` is false: object
+  readings computed before training), the statement's tokens, the label."""
+  images = f"{image_pp(res, 'left_image')}|{image_pp(res, 'right_image')}|" if decode_images else ""
+  return (f"{images}tok(max_len={max_len}, model={tokenizer!r}, key='statement', "
           f"out_key='text_tokens', mask_key='text_mask')|{NLVR_INPUTS}")
+
+
+def precomputed_readings(c: ml_collections.ConfigDict, parser: str, res: int,
+                         image_keys: Sequence[str]) -> dict[str, Any]:
+  """Reads the images as a scene parser's object readings computed once before training
+  (`data/object_features.py`) instead of running the frozen parser at every step: sets
+  `c.data.objects` (in place) and returns the image encoder that takes them. The result
+  equals `shapes_image_encoder("object_readings", ...)` started from `parser` and frozen."""
+  if not parser:
+    raise ValueError("precompute=true reads a scene parser's readings computed once: give "
+                     "image_init=PARSER_WORKDIR (a configs/shapes_scene_parser.py run).")
+  c.data.objects = dict(parser=parser, pp="|".join(image_pp(res, key) for key in image_keys),
+                        max_tokens=SHAPES_MAX_OBJECT_TOKENS, threshold=SHAPES_OBJECT_THRESHOLD)
+  return dict(type="precomputed")
 
 
 def nlvr_evals(pp: str, batch_size: int, every_steps: int) -> dict[str, Any]:

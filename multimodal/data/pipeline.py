@@ -29,6 +29,17 @@ PREPARE_TIMEOUT_S = 24 * 3600.0
 
 def get_builder(data: Any, prepare_timeout_s: float = PREPARE_TIMEOUT_S
                 ) -> tfds.core.DatasetBuilder:
+  """The TFDS builder for `data` (name, config, data_dir, manual_dir), prepared on first use;
+  with `data.objects`, that of a frozen scene parser's readings of its images
+  (`object_features`), extracted on first use."""
+  if data.get("objects"):
+    from multimodal.data import object_features  # it imports this module
+    return object_features.get_builder(data, prepare_timeout_s)
+  return prepared_builder(data, prepare_timeout_s)
+
+
+def prepared_builder(data: Any, prepare_timeout_s: float = PREPARE_TIMEOUT_S
+                     ) -> tfds.core.DatasetBuilder:
   """The TFDS builder for `data` (name, config, data_dir, manual_dir), prepared on first use.
 
   Process 0 generates (built-in data) or builds from the manual_dir (a user's data); the
