@@ -19,6 +19,15 @@ Arguments (`--config=configs/shapes_vqa.py:ARG`, comma-separated key=value):
                             `missing` evaluator's missing_image/... and missing_text/...
   question_types=           train and evaluate on these question types only, joined by '+'
                             (e.g. relation or relation+count); empty: all of them
+  relation_words=           train and evaluate on the relation questions with these words only,
+                            joined by '+' (left_of, right_of, above, below); empty: all four.
+                            `left_of+above` leaves out the converses, so that where a named
+                            object lies says the answer by itself (with all four words only
+                            the word and the position together do): a first stage that
+                            learns to carry positions, which a run with init= then extends
+  init=                     a configs/shapes_vqa.py workdir with the same model: start from its
+                            latest params (the text encoder, fusion and head; and the image
+                            encoder where it has params)
   tokenizer=shapes          the question tokenizer: shapes, or shapes_vl (the one NLVR uses,
                             so that NLVR can start from this run's text encoder and fusion)
   image=vit                 vit, object_tokens or object_readings: see configs/shapes_nlvr.py
@@ -33,7 +42,10 @@ Arguments (`--config=configs/shapes_vqa.py:ARG`, comma-separated key=value):
 from ml_collections import config_dict
 
 from multimodal import config_utils
+from multimodal.data.shapes.phrases import RELATIONS
 from multimodal.data.shapes.vqa_questions import QUESTION_TYPES
+
+RELATION_WORDS = tuple(word.replace(" ", "_") for word, _, _ in RELATIONS)
 
 PP_COMMON = "tok(max_len={max_len}, model={tokenizer!r})|vqa_answers(vocab='shapes_vqa')"
 MODEL_INPUTS = "keep('image', 'question_tokens', 'question_mask', 'answer_index', 'answer_scores')"
@@ -45,7 +57,7 @@ def get_config(arg: str | None = None):
                                 query="text", context="image", modality_dropout=0.0,
                                 eval_missing=False, question_types="", tokenizer="shapes",
                                 image="vit", image_init="", freeze_image=False,
-                                precompute=False)
+                                precompute=False, relation_words="", init="")
   if args.precompute and args.image != "object_readings":
     raise ValueError(f"precompute=true computes object readings once; it needs "
                      f"image=object_readings, not {args.image!r}.")
@@ -53,6 +65,12 @@ def get_config(arg: str | None = None):
   where = ({"question_type": config_utils.choices(args.question_types.split("+"),
                                                    QUESTION_TYPES, "question_types")}
            if args.question_types else {})
+  if args.relation_words:
+    words = config_utils.choices(args.relation_words.split("+"), RELATION_WORDS,
+                                 "relation_words")
+    left_out = [w.replace("_", " ") for w in RELATION_WORDS if w not in words]
+    if left_out:
+      where["question"] = {"not_matching": f"is the .* ({'|'.join(left_out)}) the .*"}
   c.data.where = where
   pp = PP_COMMON.format(max_len=16, tokenizer=args.tokenizer)
   if not args.precompute:  # else the images come as the parser's readings
@@ -95,7 +113,13 @@ def get_config(arg: str | None = None):
   if args.eval_missing:
     c.evals.missing = config_utils.missing_modalities_eval(pp, eval_batch, where=where)
   c.checkpoint = dict(every_steps=10 if args.tiny else 500, keep=2)
-  if not args.precompute:  # precomputed readings: the image encoder has no params
-    config_utils.start_from(c, args.image_init, ["image_encoder"],
-                            frozen=["image_encoder"] if args.freeze_image else [])
+  if args.init and args.image_init and not args.precompute:
+    raise ValueError("Give image_init (the image encoder from a scene parser) or init (the "
+                     "whole model from a VQA run), not both.")
+  parts = ["text_encoder", "fusion", "head"] + ([] if args.precompute else ["image_encoder"])
+  frozen = ["image_encoder"] if args.freeze_image and not args.precompute else []
+  if args.init:
+    config_utils.start_from(c, args.init, parts, frozen)
+  elif not args.precompute:  # precomputed readings: the image encoder has no params
+    config_utils.start_from(c, args.image_init, ["image_encoder"], frozen)
   return c

@@ -98,3 +98,20 @@ def test_where_refuses_unknown_features_and_empty_value_lists(builder):
   with pytest.raises(ValueError, match="no values"):
     pipeline.make_dataset(builder, split="validation", pp=PP, batch_size=7, train=False,
                           where={"question_type": []})
+
+
+def test_where_keeps_or_drops_the_strings_a_regex_matches(builder):
+  pp = "keep('question_id', 'question')"
+  pattern = ".* (right of|below) .*"
+  read = lambda where: {int(i): q.decode() for b in pipeline.make_dataset(
+      builder, split="validation", pp=pp, batch_size=7, train=False,
+      where=where).as_numpy_iterator() for i, q in zip(b["question_id"], b["question"])}
+  everything = read(None)
+  dropped = read({"question": {"not_matching": pattern}})
+  kept = read({"question": {"matching": pattern}})
+  assert kept and dropped
+  assert all(" right of " in q or " below " in q for q in kept.values())
+  assert not any(" right of " in q or " below " in q for q in dropped.values())
+  assert {**kept, **dropped} == everything and not set(kept) & set(dropped)
+  with pytest.raises(ValueError, match="not_matching"):
+    read({"question": {"like": pattern}})

@@ -14,7 +14,7 @@ from flax import traverse_util
 
 from configs import shapes_nlvr, shapes_scene_parser, shapes_vqa
 from multimodal import models
-from multimodal.data import pipeline
+from multimodal.data import object_features, pipeline
 from multimodal.data import pp as pp_lib
 from multimodal.training import init_params
 from multimodal.training import trainer as trainer_lib
@@ -137,3 +137,19 @@ def test_bad_settings_are_named(parser_run, tmp_path):
   with pytest.raises(ValueError, match="Precomputed features must be"):
     models.ENCODERS.build({"type": "precomputed"}).apply({}, np.zeros((2, 64, 64, 3)),
                                                          train=False)
+
+
+def test_each_distinct_image_is_read_once_in_full_batches():
+  rng = np.random.default_rng(0)
+  distinct = rng.uniform(size=(300, 4, 4, 3)).astype(np.float32)
+  images = distinct[rng.integers(300, size=700)]  # repeats, as VQA's questions about a scene
+  calls = []
+
+  def read(batch: np.ndarray) -> np.ndarray:
+    calls.append(batch.shape[0])
+    return batch.sum(axis=(1, 2))  # [B, 3]
+
+  out = object_features.read_distinct(images, read)
+  np.testing.assert_allclose(out, images.sum(axis=(1, 2)), rtol=1e-6)
+  used = len({image.tobytes() for image in images})
+  assert calls == [object_features.BATCH_SIZE] * -(-used // object_features.BATCH_SIZE)

@@ -84,11 +84,20 @@ def _where_predicate(where: Mapping[str, Sequence[str]] | None,
                      features: Mapping[str, Any] | None = None
                      ) -> Callable[[dict[str, tf.Tensor]], tf.Tensor] | None:
   """{feature: allowed values} -> a tf.data filter predicate (None: keep everything).
-  Values of a ClassLabel feature (in `features`, the builder's) are given by name."""
+  Values of a ClassLabel feature (in `features`, the builder's) are given by name. A string
+  feature may instead take {"matching": regex} or {"not_matching": regex} (RE2, the whole
+  string): keep the examples whose value matches it, or those whose value does not."""
   if not where:
     return None
-  allowed = {}
+  allowed, patterns = {}, {}
   for key, values in where.items():
+    if hasattr(values, "items"):  # a dict or a ConfigDict
+      condition = dict(values.items())
+      if len(condition) != 1 or next(iter(condition)) not in ("matching", "not_matching"):
+        raise ValueError(f"data.where[{key!r}] = {condition}: give a list of values, or "
+                         "one of {'matching': regex} and {'not_matching': regex}.")
+      patterns[key] = next(iter(condition.items()))
+      continue
     values = [values] if isinstance(values, str) else list(values)
     if not values:
       raise ValueError(f"data.where[{key!r}] lists no values: it would drop every example.")
@@ -103,11 +112,15 @@ def _where_predicate(where: Mapping[str, Sequence[str]] | None,
                                else None)
 
   def predicate(example: dict[str, tf.Tensor]) -> tf.Tensor:
-    missing = sorted(set(allowed) - set(example))
+    missing = sorted((set(allowed) | set(patterns)) - set(example))
     if missing:
       raise KeyError(f"data.where names features {missing} that the examples lack; they "
                      f"have {sorted(example)}.")
-    return tf.reduce_all([tf.reduce_any(tf.equal(example[k], v)) for k, v in allowed.items()])
+    keep = [tf.reduce_any(tf.equal(example[k], v)) for k, v in allowed.items()]
+    for key, (kind, pattern) in patterns.items():
+      matches = tf.strings.regex_full_match(example[key], pattern)
+      keep.append(matches if kind == "matching" else tf.logical_not(matches))
+    return tf.reduce_all(keep)
 
   return predicate
 
@@ -131,8 +144,9 @@ def make_dataset(builder: tfds.core.DatasetBuilder, *, split: str, pp: str, batc
     extras: computes further features from the raw example, kept beside pp's output
       (evaluators use it to keep the question and answer strings for reporting).
     where: keep only the raw examples whose scalar string feature is one of the values given
-      for it, e.g. {"question_type": ["relation"]} (an ablation or a curriculum); applied
-      before shuffling and skipping, so resuming stays exact.
+      for it, e.g. {"question_type": ["relation"]} (an ablation or a curriculum), or matches
+      (or not) a regex, e.g. {"question": {"not_matching": ".* below .*"}}; applied before
+      shuffling and skipping, so resuming stays exact.
   """
   pp_fn = pp_lib.parse(pp)
   keep = _where_predicate(where, builder.info.features)
