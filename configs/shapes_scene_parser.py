@@ -35,7 +35,8 @@ def get_config(arg: str | None = None):
   c = config_utils.shapes_base(args, dataset="shapes_captions")
   c.pp_train = (f"{config_utils.image_pp(args.res)}|object_grid(grid={args.res // PATCH})|"
                 f"keep{INPUTS!r}")
-  c.task = dict(type="object_attributes", threshold=0.5, offset_weight=1.0)
+  c.task = dict(type="object_attributes", threshold=config_utils.SHAPES_OBJECT_THRESHOLD,
+                min_separation=config_utils.SHAPES_MIN_SEPARATION, offset_weight=1.0)
   width, depth = (64, 1) if args.tiny else (args.width, args.depth)  # tiny: shapes_nlvr's
   encoder = config_utils.shapes_image_encoder("object_tokens", width, depth)
   c.model = dict(type="scene_parser", image=encoder["image"], hidden_dim=encoder["hidden_dim"],

@@ -8,6 +8,7 @@ import pytest
 
 from multimodal import models
 from multimodal.models import missing_modalities
+from multimodal.models.features import Features
 from multimodal.models.fusion import FUSION
 from multimodal.tasks.vqa import VqaTask
 from multimodal.training import sharding
@@ -139,3 +140,31 @@ def test_fsdp_sharded_step_equals_one_device_and_gradients_reach_every_encoder(
 
 def global_norm(tree) -> float:
   return float(np.sqrt(sum(np.sum(np.square(x)) for x in jax.tree.leaves(tree))))
+
+
+def test_a_null_context_token_lets_cross_attention_tell_how_many_tokens_match():
+  """Softmax attention averages: repeating a context token changes nothing. With the null
+  token (always attended to, a share that falls as more tokens match) it does; padded context
+  tokens still change nothing."""
+  rng = np.random.default_rng(0)
+  text = Features(tokens=jnp.asarray(rng.normal(size=(2, 3, 16)), jnp.float32),
+                  mask=jnp.ones((2, 3), bool))
+  one = rng.normal(size=(2, 1, 16)).astype(np.float32)
+
+  def context(copies: int, padding: int = 0) -> Features:
+    tokens = np.concatenate([np.repeat(one, copies, axis=1),
+                             rng.normal(size=(2, padding, 16)).astype(np.float32)], axis=1)
+    mask = np.arange(copies + padding)[None].repeat(2, 0) < copies
+    return Features(tokens=jnp.asarray(tokens), mask=jnp.asarray(mask))
+
+  outputs = {}
+  for null in (False, True):
+    module = FUSION.build(dict(type="cross_attention", width=16, depth=1, num_heads=2,
+                               mlp_dim=32, null_context=null))
+    params = module.init(jax.random.key(0), {"text": text, "image": context(1)}, train=False)
+    run = lambda image: np.asarray(module.apply(params, {"text": text, "image": image},
+                                                train=False).pooled)
+    outputs[null] = [run(context(n)) for n in (1, 3)]
+    np.testing.assert_allclose(run(context(3, padding=2)), outputs[null][1], atol=1e-5)
+  np.testing.assert_allclose(outputs[False][0], outputs[False][1], atol=1e-5)
+  assert np.abs(outputs[True][0] - outputs[True][1]).max() > 1e-3

@@ -13,7 +13,8 @@ from configs import shapes_nlvr, shapes_scene_parser
 from multimodal import models
 from multimodal.data import pp
 from multimodal.evaluators.object_attributes import summarize
-from multimodal.models.scene_parser import likeliest_cells, reading_tokens
+from multimodal.models.scene_parser import (cell_centers, distinct_objects, likeliest_cells,
+                                            reading_tokens)
 from multimodal.tasks.object_attributes import ObjectAttributesTask, decode_objects
 from multimodal.training import trainer as trainer_lib
 
@@ -156,7 +157,10 @@ def test_nlvr_starts_from_a_scene_parser_run_and_keeps_its_encoder_frozen(tmp_pa
   images = jax.random.uniform(jax.random.key(1), (2, 64, 64, 3), minval=-1.0)
   features = reader.apply(variables, images, train=False)
   _, reading = reader.apply(variables, images, train=False, method=reader.read)
-  np.testing.assert_array_equal(features.mask, jax.nn.sigmoid(reading["object"]) > 0.5)
+  kept = distinct_objects(reading["object"], cell_centers(reading["offset"]), spec["threshold"],
+                          spec["min_separation"])
+  assert spec["min_separation"] is not None
+  np.testing.assert_array_equal(features.mask, kept)
   kept = int(np.max(np.sum(features.mask, axis=1)))
   few = models.ENCODERS.build({**spec, "max_tokens": max(kept, 1)}).apply(
       variables, images, train=False)
@@ -193,3 +197,77 @@ def test_max_tokens_keeps_the_likeliest_kept_cells_in_grid_order():
   np.testing.assert_array_equal(kept[1][kept_mask[1]][:, 0], [1])
   with pytest.raises(ValueError, match="max_tokens"):
     likeliest_cells(tokens, mask, logits, 0)
+
+
+def greedy_suppression(prob: np.ndarray, centers: np.ndarray, threshold: float,
+                       min_separation: float) -> np.ndarray:
+  """A plain reference: per image, visit the cells likeliest first and keep one above the
+  threshold unless it lies closer than min_separation to one kept before."""
+  keep = np.zeros(prob.shape, bool)
+  for b in range(prob.shape[0]):
+    for i in np.argsort(-prob[b], kind="stable"):
+      near_kept = np.linalg.norm(centers[b, keep[b]] - centers[b, i], axis=-1) < min_separation
+      keep[b, i] = prob[b, i] > threshold and not near_kept.any()
+  return keep
+
+
+def test_distinct_objects_keeps_the_likeliest_reading_of_each_object():
+  # 4x4 cells of 16 px: one object on the border of cells 0 and 1, read from both (centers
+  # 2 px apart); two objects 12 px apart in the diagonal neighbours 10 and 15.
+  offset = np.full((1, GRID * GRID, 2), 0.5, np.float32)
+  offset[0, 0] = (0.95, 0.5)
+  offset[0, 1] = (0.07, 0.5)
+  offset[0, 10] = (0.7, 0.7)   # center (43.2, 43.2) px
+  offset[0, 15] = (0.23, 0.23)  # center (51.7, 51.7) px: 12 px from cell 10's
+  logits = np.full((1, GRID * GRID), -5.0, np.float32)
+  logits[0, [0, 1, 10, 15]] = [0.2, 0.6, 2.0, 1.0]  # probabilities 0.55, 0.65, 0.88, 0.73
+  centers = cell_centers(jnp.asarray(offset))
+  keep = np.asarray(distinct_objects(jnp.asarray(logits), centers, 0.5, 6 / 64))
+  np.testing.assert_array_equal(np.flatnonzero(keep[0]), [1, 10, 15])
+  without = np.asarray(distinct_objects(jnp.asarray(logits), centers, 0.5, None))
+  np.testing.assert_array_equal(np.flatnonzero(without[0]), [0, 1, 10, 15])
+  higher = np.asarray(distinct_objects(jnp.asarray(logits), centers, 0.7, 6 / 64))
+  np.testing.assert_array_equal(np.flatnonzero(higher[0]), [10, 15])
+
+
+def test_distinct_objects_equals_a_plain_greedy_suppression():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(0.0, 2.0, (16, 64)).astype(np.float32)
+  offset = rng.uniform(0.0, 1.0, (16, 64, 2)).astype(np.float32)
+  centers = cell_centers(jnp.asarray(offset))
+  for threshold, separation in ((0.3, 0.1), (0.5, 0.2), (0.1, 0.05)):
+    got = np.asarray(distinct_objects(jnp.asarray(logits), centers, threshold, separation))
+    want = greedy_suppression(1 / (1 + np.exp(-logits)), np.asarray(centers), threshold,
+                              separation)
+    np.testing.assert_array_equal(got, want)
+    assert want.sum() > 16  # something kept and something dropped in each setting
+    assert want.sum() < np.sum(1 / (1 + np.exp(-logits)) > threshold)
+
+
+def test_with_min_separation_an_object_read_from_the_neighbouring_cell_is_found():
+  t = grid_targets()
+  outputs = perfect_outputs(t)
+  # The first object (center at x = 19.2 px, 3.2 px into cell 1) is read from cell 0 instead,
+  # its center 1 px off (at 18.2 px: an offset of 1.14 cells from cell 0), and again, less
+  # surely, from its own cell.
+  cell, neighbour = CELLS[0], CELLS[0] - 1
+  for name, n in (("shape", 3), ("color", 6), ("size", 2)):
+    outputs[name] = outputs[name].at[0, neighbour].set(outputs[name][0, cell])
+  outputs["offset"] = outputs["offset"].at[0, neighbour].set(
+      outputs["offset"][0, cell] + jnp.asarray([1.0 - 1 / 16, 0.0]))
+  outputs["object"] = outputs["object"].at[0, neighbour].set(3.0).at[0, cell].set(0.5)
+  batch = task_batch(t)
+  by_cell = ObjectAttributesTask().predict(outputs, batch)
+  assert float(by_cell["detected"][0]) == 3.0 and float(by_cell["correct"][0]) == 0.0
+  by_center = ObjectAttributesTask(min_separation=6 / 64).predict(outputs, batch)
+  for key in ("objects", "detected", "found", "all_right"):
+    assert float(by_center[key][0]) == 2.0, key
+  assert float(by_center["correct"][0]) == 1.0
+  assert float(by_center["position_error"][0]) == pytest.approx(1.0, abs=1e-4)
+  # Read from the neighbour only and too far off (7 px), it is a miss and an invention.
+  far = outputs["offset"].at[0, neighbour, 0].add(-6 / 16)
+  outputs = {**outputs, "offset": far, "object": outputs["object"].at[0, cell].set(-20.0)}
+  missed = ObjectAttributesTask(min_separation=6 / 64).predict(outputs, batch)
+  assert float(missed["found"][0]) == 1.0 and float(missed["detected"][0]) == 2.0
+  with pytest.raises(ValueError, match="min_separation"):
+    ObjectAttributesTask(min_separation=3.0)

@@ -6,13 +6,15 @@ A reasoning model over a frozen parser (`configs/shapes_nlvr.py:image=object_rea
 most of each step running the parser again on images it has read before: on `shapes_nlvr`
 the parser's forward pass is most of the train step. With
 
-  config.data.objects = dict(parser=PARSER_WORKDIR, pp=IMAGE_PP, max_tokens=8, threshold=0.5)
+  config.data.objects = dict(parser=PARSER_WORKDIR, pp=IMAGE_PP, max_tokens=8, threshold=0.2,
+                             min_separation=6 / 64)
 
 the input pipeline reads `<name>_objects` instead of `<name>`: the same examples, splits and
 features, except that every image feature is the parser's reading of the image (`pp` decodes
 and resizes it first): float32[max_tokens, D] tokens, `scene_parser.reading_tokens` (each
 attribute's probabilities and the center's position), a cell not read as holding an object
-all zeros. The model reads them with the `precomputed` image encoder
+all zeros. `min_separation` (optional, default None) is the `object_tokens` encoder's:
+duplicate readings of one object dropped. The model reads them with the `precomputed` image encoder
 (models/precomputed.py). The readings equal those the `object_readings` encoder computes on
 the fly (tests/test_object_features.py).
 
@@ -54,8 +56,8 @@ def image_keys(builder: tfds.core.DatasetBuilder) -> list[str]:
           if isinstance(feature, tfds.features.Image)]
 
 
-def load_parser(parser: str, max_tokens: int, threshold: float
-                ) -> tuple[SceneReader, dict[str, Any], str]:
+def load_parser(parser: str, max_tokens: int, threshold: float,
+                min_separation: float | None = None) -> tuple[SceneReader, dict[str, Any], str]:
   """A configs/shapes_scene_parser.py workdir -> (its `SceneReader` handing on readings, the
   reader's params from the latest checkpoint, a digest of those params)."""
   model = workdir_config.read(parser)["model"]
@@ -71,7 +73,8 @@ def load_parser(parser: str, max_tokens: int, threshold: float
     digest.update(path.encode())
     digest.update(np.ascontiguousarray(params[path]).tobytes())
   reader = SceneReader(image=model["image"], hidden_dim=model["hidden_dim"], tokens="reading",
-                       threshold=threshold, max_tokens=max_tokens)
+                       threshold=threshold, max_tokens=max_tokens,
+                       min_separation=min_separation)
   return reader, traverse_util.unflatten_dict(params, sep="/"), digest.hexdigest()
 
 
@@ -90,7 +93,8 @@ def derived_config(source_config: str | None, digest: str, objects: Mapping[str,
   and the extraction settings."""
   settings = json.dumps({"params": digest, "pp": objects["pp"],
                          "max_tokens": objects["max_tokens"],
-                         "threshold": objects["threshold"]}, sort_keys=True)
+                         "threshold": objects["threshold"],
+                         "min_separation": objects.get("min_separation")}, sort_keys=True)
   return f"{source_config or 'default'}-{hashlib.sha1(settings.encode()).hexdigest()[:10]}"
 
 
@@ -140,15 +144,17 @@ def get_builder(data: Any, prepare_timeout_s: float) -> tfds.core.DatasetBuilder
   extracted first where they are not on disk yet."""
   objects = dict(data.objects)
   missing = sorted({"parser", "pp", "max_tokens", "threshold"} - set(objects))
-  if missing:
-    raise ValueError(f"data.objects lacks {missing}: it takes parser (a scene-parser "
-                     "workdir), pp (the images' preprocessing), max_tokens and threshold.")
+  unknown = sorted(set(objects) - {"parser", "pp", "max_tokens", "threshold", "min_separation"})
+  if missing or unknown:
+    raise ValueError(f"data.objects lacks {missing} / has unknown {unknown}: it takes parser "
+                     "(a scene-parser workdir), pp (the images' preprocessing), max_tokens, "
+                     "threshold and optionally min_separation.")
   source = pipeline.prepared_builder(data, prepare_timeout_s)
   keys = image_keys(source)
   if not keys:
     raise ValueError(f"data.objects: {source.info.full_name} has no image feature to read.")
   reader, params, digest = load_parser(objects["parser"], objects["max_tokens"],
-                                       objects["threshold"])
+                                       objects["threshold"], objects.get("min_separation"))
   name = f"{source.info.name}{SUFFIX}/{derived_config(data.get('config'), digest, objects)}"
   data_dir = str(epath.Path(objects["parser"]) / "objects")
   if jax.process_index() == 0 and not _prepared(name, data_dir):

@@ -46,6 +46,9 @@ class SceneReader(nn.Module):
       threshold), as detector-based models keep a fixed number of regions (36 in bottom-up
       attention); the model after it then reads a sequence that long instead of the grid's.
       None: every cell. Set it at or above the most objects a scene holds.
+    min_separation: as an encoder, cells whose read centers lie closer than this (a fraction
+      of the image side) read one object, and only the likeliest is kept (`distinct_objects`);
+      None: every cell above the threshold.
     dtype: compute dtype.
   """
   image: Spec
@@ -54,6 +57,7 @@ class SceneReader(nn.Module):
   threshold: float = 0.5
   tokens: str = "features"
   max_tokens: int | None = None
+  min_separation: float | None = None
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -74,7 +78,8 @@ class SceneReader(nn.Module):
     """images float[B, H, W, 3] -> tokens [B, N, D] (`tokens`; N: the grid's cells, or
     max_tokens), masked to the cells read as holding an object; pooled: their mean."""
     features, reading = self.read(images, train=train)
-    mask = features.mask & (jax.nn.sigmoid(reading["object"]) > self.threshold)
+    mask = features.mask & distinct_objects(reading["object"], cell_centers(reading["offset"]),
+                                            self.threshold, self.min_separation)
     if self.tokens == "features":
       tokens = features.tokens
     elif self.tokens == "reading":
@@ -101,16 +106,49 @@ def likeliest_cells(tokens: jax.Array, mask: jax.Array, object_logits: jax.Array
           jnp.take_along_axis(mask, cells, axis=1))
 
 
+def cell_centers(offset: jax.Array) -> jax.Array:
+  """offset float[B, N, 2] (where in each cell of a square grid, cells in row-major order, the
+  center lies, in [0, 1]) -> the centers float[B, N, 2] as (x, y) in [0, 1] image coordinates."""
+  cells = offset.shape[1]
+  grid = int(round(cells ** 0.5))
+  rows, cols = jnp.divmod(jnp.arange(cells), grid)
+  return (jnp.stack([cols, rows], axis=-1) + offset) / grid
+
+
+def distinct_objects(object_logits: jax.Array, centers: jax.Array, threshold: float,
+                     min_separation: float | None) -> jax.Array:
+  """The cells read as holding an object, one cell per object: logits float[B, N], centers
+  float[B, N, 2] -> bool[B, N].
+
+  A cell holds an object when its probability is above `threshold`. An object whose center
+  lies near a cell border is often read from both cells, each with a middling probability;
+  with `min_separation` (the least distance between two objects' centers that the scenes
+  allow, or less; a fraction of the image side) cells are visited from the likeliest down
+  and one is dropped when its center lies closer than that to a cell already kept (greedy
+  non-maximum suppression on the centers). This lets the threshold sit low, so that objects
+  read with little confidence are not missed, without counting anything twice."""
+  candidate = jax.nn.sigmoid(object_logits) > threshold
+  if min_separation is None:
+    return candidate
+  order = jnp.argsort(-object_logits, axis=1)  # likeliest first
+  candidate = jnp.take_along_axis(candidate, order, axis=1)
+  centers = jnp.take_along_axis(centers, order[..., None], axis=1)
+  close = jnp.linalg.norm(centers[:, :, None] - centers[:, None, :], axis=-1) < min_separation
+
+  def visit(i: jax.Array, keep: jax.Array) -> jax.Array:  # keep: only cells before i set
+    return keep.at[:, i].set(candidate[:, i] & ~jnp.any(keep & close[:, i], axis=-1))
+
+  keep = jax.lax.fori_loop(0, candidate.shape[1], visit, jnp.zeros_like(candidate))
+  return jnp.take_along_axis(keep, jnp.argsort(order, axis=1), axis=1)
+
+
 def reading_tokens(reading: dict[str, jax.Array], attributes: list[str],
                    frequencies: tuple[float, ...] = (1.0, 2.0, 4.0)) -> jax.Array:
   """A reading -> float32[B, N, sum(values) + 4 * len(frequencies)]: per cell, each
   attribute's probabilities, then sin and cos of pi * f * x and of pi * f * y for the center
   (x, y) in [0, 1] image coordinates (the cell's place plus the predicted offset)."""
   offset = reading["offset"]
-  cells = offset.shape[1]
-  grid = int(round(cells ** 0.5))
-  rows, cols = jnp.divmod(jnp.arange(cells), grid)
-  center = (jnp.stack([cols, rows], axis=-1) + offset) / grid  # [B, N, 2] as (x, y)
+  center = cell_centers(offset)  # [B, N, 2] as (x, y)
   angles = jnp.pi * center[..., None] * jnp.asarray(frequencies)  # [B, N, 2, F]
   position = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
   probabilities = [jax.nn.softmax(reading[name], axis=-1) for name in attributes]

@@ -16,6 +16,7 @@ import numpy as np
 import optax
 
 from multimodal.data.shapes.scenes import COLORS, SHAPES, SIZES
+from multimodal.models.scene_parser import cell_centers, distinct_objects
 from multimodal.tasks.registry import TASKS, Batch
 
 ATTRIBUTES: dict[str, tuple[str, ...]] = {"shape": SHAPES, "color": COLORS, "size": SIZES}
@@ -30,14 +31,25 @@ class ObjectAttributesTask:
     prefix: the batch keys' prefix (`object_grid`'s).
     threshold: object probability above which a cell counts as holding an object.
     offset_weight: weight of the offset loss (offsets are in cells, in [0, 1]).
+    min_separation: None: a cell read as holding an object reads the object whose center
+      lies in it (and no other). A distance (a fraction of the image side, at most the least
+      distance between two objects' centers): of cells whose read centers lie closer than
+      that, only the likeliest is kept (`scene_parser.distinct_objects`), and a true object
+      is found by the kept cell whose center lies nearest to its own, if closer than that
+      (an object on a cell border may be read from the cell beside its center's).
   """
 
-  def __init__(self, prefix: str = "grid_", threshold: float = 0.5, offset_weight: float = 1.0):
+  def __init__(self, prefix: str = "grid_", threshold: float = 0.5, offset_weight: float = 1.0,
+               min_separation: float | None = None):
     if not 0.0 < threshold < 1.0:
       raise ValueError(f"threshold must lie in (0, 1); got {threshold}.")
+    if min_separation is not None and not 0.0 < min_separation < 1.0:
+      raise ValueError(f"min_separation is a fraction of the image side in (0, 1), or None; "
+                       f"got {min_separation}.")
     self.prefix = prefix
     self.threshold = threshold
     self.offset_weight = offset_weight
+    self.min_separation = min_separation
 
   def model_kwargs(self) -> dict[str, Any]:
     return dict(attributes={name: len(values) for name, values in ATTRIBUTES.items()})
@@ -77,22 +89,32 @@ class ObjectAttributesTask:
     `{attribute}_right` and `all_right` (found with that / every attribute right),
     `position_error` (summed over the found objects, in pixels), and `correct` (1 when every
     object is found with every attribute right and nothing else is read)."""
-    is_object = jax.nn.sigmoid(outputs["object"]) > self.threshold
+    is_object = distinct_objects(outputs["object"], cell_centers(outputs["offset"]),
+                                 self.threshold, self.min_separation)
     reading = {"is_object": is_object, "offset": outputs["offset"],
                **{name: jnp.argmax(outputs[name], axis=-1).astype(jnp.int32)
                   for name in ATTRIBUTES}}
     if self.prefix + "object" not in batch:  # Generated images: no targets to count against.
       return reading
     truth = self._target(batch, "object") > 0
-    found = truth & is_object
+    # distance[b, i, j]: from true object i's center to the center read in cell j.
+    distance = jnp.linalg.norm(cell_centers(self._target(batch, "offset"))[:, :, None]
+                               - cell_centers(outputs["offset"])[:, None, :], axis=-1)
+    cells = is_object.shape[-1]
+    reads_it = (jnp.eye(cells, dtype=bool)[None] if self.min_separation is None
+                else distance < self.min_separation)
+    reads_it = reads_it & truth[:, :, None] & is_object[:, None, :]
+    found = jnp.any(reads_it, axis=-1)  # [B, N] per true object's cell
+    nearest = jnp.argmin(jnp.where(reads_it, distance, jnp.inf), axis=-1)  # its reading's cell
+    read_at = lambda values: jnp.take_along_axis(values, nearest, axis=1)
     count = lambda mask: jnp.sum(mask, axis=-1).astype(jnp.float32)
-    right = {name: found & (reading[name] == self._target(batch, name)) for name in ATTRIBUTES}
+    right = {name: found & (read_at(reading[name]) == self._target(batch, name))
+             for name in ATTRIBUTES}
     all_right = found
     for mask in right.values():
       all_right = all_right & mask
-    grid = int(round(np.sqrt(is_object.shape[-1])))
-    cell_px = batch["image"].shape[1] / grid if "image" in batch else 1.0
-    error = jnp.linalg.norm(outputs["offset"] - self._target(batch, "offset"), axis=-1) * cell_px
+    image_px = batch["image"].shape[1] if "image" in batch else 1.0
+    error = jnp.take_along_axis(distance, nearest[..., None], axis=-1)[..., 0] * image_px
     return {**reading, "objects": count(truth), "detected": count(is_object),
             "found": count(found), "all_right": count(all_right),
             **{f"{name}_right": count(mask) for name, mask in right.items()},
