@@ -6,7 +6,7 @@ and without dropping duplicate readings of one object (`min_separation`).
 
 Runs the parser of a configs/shapes_scene_parser.py workdir (latest checkpoint) once over the
 split and scores the same outputs with `ObjectAttributesTask.predict` under each setting,
-with the evaluator's metrics (`evaluators/object_attributes.summarize`). Prints a table and
+with the evaluator's metrics (`evaluators/object_attributes.summarize_rows`). Prints a table and
 writes WORKDIR/decoding.md and decoding.json. Nothing is trained: a setting that reads more
 scenes right is free to use (config_utils.SHAPES_OBJECT_THRESHOLD, SHAPES_MIN_SEPARATION).
 """
@@ -28,7 +28,7 @@ from etils import epath  # noqa: E402
 from multimodal import config_utils  # noqa: E402
 from multimodal.data import pipeline  # noqa: E402
 from multimodal.data.object_features import load_parser  # noqa: E402
-from multimodal.evaluators.object_attributes import COUNTS, summarize  # noqa: E402
+from multimodal.evaluators.object_attributes import COUNTS, summarize_rows  # noqa: E402
 from multimodal.models.scene_parser import SceneReader  # noqa: E402
 from multimodal.tasks.object_attributes import ObjectAttributesTask  # noqa: E402
 from multimodal.training import workdir_config  # noqa: E402
@@ -69,9 +69,7 @@ def score(task: ObjectAttributesTask, outputs: list[dict[str, np.ndarray]],
   rows = np.concatenate([
       np.stack([np.asarray(predictions[k]) for k in COUNTS], axis=-1)
       for predictions in (jax.device_get(task.predict(o, b)) for o, b in zip(outputs, batches))])
-  column = dict(zip(COUNTS, rows.astype(np.float64).T))
-  totals = {k: float(v.sum()) for k, v in column.items()}
-  return summarize(totals, float(np.sum(column["detected"] == column["objects"])), len(rows))
+  return summarize_rows(rows)
 
 
 def table(results: list[dict[str, Any]]) -> str:

@@ -14,7 +14,8 @@ features, except that every image feature is the parser's reading of the image (
 and resizes it first): float32[max_tokens, D] tokens, `scene_parser.reading_tokens` (each
 attribute's probabilities and the center's position), a cell not read as holding an object
 all zeros. `min_separation` (optional, default None) is the `object_tokens` encoder's:
-duplicate readings of one object dropped. The model reads them with the `precomputed` image encoder
+duplicate readings of one object dropped. The model reads them with the `precomputed` image
+encoder
 (models/precomputed.py). The readings equal those the `object_readings` encoder computes on
 the fly (tests/test_object_features.py).
 

@@ -33,6 +33,14 @@ def summarize(totals: dict[str, float], count_exact: float, num_images: int
   return metrics
 
 
+def summarize_rows(rows: np.ndarray) -> dict[str, float]:
+  """Split-level metrics from per-image counts: rows float[images, len(COUNTS)]."""
+  column = dict(zip(COUNTS, rows.astype(np.float64).T))
+  totals = {k: float(v.sum()) for k, v in column.items()}
+  count_exact = float(np.sum(column["detected"] == column["objects"]))
+  return summarize(totals, count_exact, len(rows))
+
+
 @EVALUATORS.register("object_attributes")
 class ObjectAttributesEvaluator(common.SplitEvaluator):
   """Reports precision and recall of object centers (a cell read as holding an object),
@@ -51,7 +59,4 @@ class ObjectAttributesEvaluator(common.SplitEvaluator):
     rows = common.allgather_rows(np.concatenate(rows).astype(np.float64))
     if not len(rows):
       raise ValueError(f"{self.name}: no images were evaluated.")
-    column = dict(zip(COUNTS, rows.T))
-    totals = {k: float(v.sum()) for k, v in column.items()}
-    count_exact = float(np.sum(column["detected"] == column["objects"]))
-    return summarize(totals, count_exact, len(rows))
+    return summarize_rows(rows)
